@@ -1,0 +1,1 @@
+"""HTTP faces. Thin adapters: parse, authorise, call a service, render. No business logic."""

@@ -1,0 +1,47 @@
+"""FastAPI dependencies shared by every face: the services and the caller's context."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+
+from nubes.api.errors import request_id_of
+from nubes.api.services import Services
+from nubes.domain.context import RequestContext
+from nubes.domain.errors import NotAuthenticated
+
+_token_header = APIKeyHeader(
+    name="X-Auth-Token", auto_error=False, description="A token from POST /v1/auth/tokens"
+)
+_bearer = HTTPBearer(auto_error=False, description="The same token as a bearer token")
+
+
+def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+def caller_token(
+    header: Annotated[str | None, Depends(_token_header)],
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> str:
+    token = header or (bearer.credentials if bearer else None)
+    if not token:
+        raise NotAuthenticated(
+            "no token: send X-Auth-Token (get one with POST /v1/auth/tokens or `nubes login`)"
+        )
+    return token
+
+
+def get_context(
+    request: Request,
+    token: Annotated[str, Depends(caller_token)],
+    services: Annotated[Services, Depends(get_services)],
+) -> RequestContext:
+    return services.auth.validate(token, request_id=request_id_of(request))
+
+
+Ctx = Annotated[RequestContext, Depends(get_context)]
+Svc = Annotated[Services, Depends(get_services)]

@@ -1,0 +1,1 @@
+"""Compute: instances, flavors, keypairs, server groups and lifecycle operations."""

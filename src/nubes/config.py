@@ -1,0 +1,188 @@
+"""Controller configuration: one validated model, read from ``STATE_DIR/nubes.toml`` and the
+environment.
+
+Precedence, highest first: ``NUBES_*`` environment variables, the config file, the defaults
+below. docs/configuration.md is rendered from this model (``python -m nubes.config``) and a
+test keeps the two equal. This module reads files and the environment; it never writes.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from nubes.domain.errors import InvalidInput
+from nubes.domain.quotas import QUOTA_RESOURCES
+
+CONFIG_FILE_NAME = "nubes.toml"
+
+
+def default_state_dir() -> Path:
+    """/var/lib/nubes for root, ~/.local/share/nubes for everyone else."""
+    if os.geteuid() == 0:
+        return Path("/var/lib/nubes")
+    return Path.home() / ".local" / "share" / "nubes"
+
+
+class PasswordHashing(BaseModel):
+    """argon2id cost. The defaults are OWASP's minimum (19 MiB, 2 passes) run on 2 lanes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    memory_kib: int = Field(19456, ge=1024, description="argon2id memory cost in KiB.")
+    time_cost: int = Field(2, ge=1, description="argon2id passes over memory.")
+    parallelism: int = Field(2, ge=1, le=16, description="argon2id lanes (threads).")
+
+
+class Settings(BaseModel):
+    """Everything the controller reads at start-up."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    state_dir: Path = Field(
+        default_factory=default_state_dir,
+        description="Where the database (SQLite), keys, logs and admin files live. "
+        "Env: NUBES_STATE_DIR.",
+    )
+    database_url: str = Field(
+        "",
+        description="SQLAlchemy URL. Empty means SQLite in WAL mode at STATE_DIR/nubes.db. "
+        "PostgreSQL: postgresql+psycopg://user:pass@host/db. Env: NUBES_DATABASE_URL.",
+    )
+    listen_host: str = Field(
+        "0.0.0.0", description="Address the API listens on. Env: NUBES_LISTEN_HOST."
+    )
+    port: int = Field(8770, ge=1, le=65535, description="The one HTTP port. Env: NUBES_PORT.")
+    public_url: str = Field(
+        "",
+        description="URL clients use to reach the API; written to admin-openrc.sh and "
+        "clouds.yaml. Empty means http://127.0.0.1:PORT.",
+    )
+    token_ttl_seconds: int = Field(3600, ge=60, le=7 * 86400, description="Token lifetime.")
+    token_max_active_keys: int = Field(
+        3,
+        ge=3,
+        le=100,
+        description="Token keys kept after rotation (primary + staged + older secondaries).",
+    )
+    token_key_refresh_seconds: int = Field(
+        30,
+        ge=1,
+        description="How often a controller re-reads the token keys that another controller "
+        "may have rotated.",
+    )
+    max_body_bytes: int = Field(
+        1_048_576, ge=1024, description="Largest request body accepted (413 above)."
+    )
+    admin_project: str = Field("admin", description="Name of the cloud-admin project.")
+    admin_user: str = Field("admin", description="Name of the first admin user.")
+    password_hashing: PasswordHashing = Field(default_factory=PasswordHashing)  # type: ignore[arg-type]
+    default_quotas: dict[str, int] = Field(
+        default_factory=lambda: dict(QUOTA_RESOURCES),
+        description="Per-project limits for new projects (-1: unlimited); key_pairs is per "
+        "user.",
+    )
+    log_level: str = Field("info", description="debug, info, warning or error.")
+
+    @field_validator("default_quotas")
+    @classmethod
+    def _known_quotas(cls, value: dict[str, int]) -> dict[str, int]:
+        unknown = sorted(set(value) - set(QUOTA_RESOURCES))
+        if unknown:
+            raise ValueError(f"unknown quota resources {unknown}; known: {sorted(QUOTA_RESOURCES)}")
+        if any(v < -1 for v in value.values()):
+            raise ValueError("quota limits are -1 (unlimited) or ≥ 0")
+        return {**QUOTA_RESOURCES, **value}
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.state_dir / 'nubes.db'}"
+
+    @property
+    def effective_public_url(self) -> str:
+        return self.public_url or f"http://127.0.0.1:{self.port}"
+
+
+_ENV = {
+    "NUBES_STATE_DIR": "state_dir",
+    "NUBES_DATABASE_URL": "database_url",
+    "NUBES_LISTEN_HOST": "listen_host",
+    "NUBES_PORT": "port",
+    "NUBES_LOG_LEVEL": "log_level",
+}
+
+
+def load_settings(state_dir: Path | None = None, **overrides: Any) -> Settings:
+    """Read the file in the state directory, then the environment, then ``overrides``."""
+    env = {field: os.environ[var] for var, field in _ENV.items() if os.environ.get(var)}
+    directory = Path(state_dir or env.get("state_dir") or default_state_dir())
+    values: dict[str, Any] = {}
+    path = directory / CONFIG_FILE_NAME
+    if path.exists():
+        try:
+            values = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise InvalidInput(f"{path}: {exc}") from exc
+    values.update(env)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    values["state_dir"] = directory
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        raise InvalidInput(f"invalid configuration ({path}): {problems}") from exc
+
+
+def render_docs() -> str:
+    """docs/configuration.md, from the model."""
+    lines = [
+        "# Configuration reference",
+        "",
+        f"The controller reads `STATE_DIR/{CONFIG_FILE_NAME}` (TOML), then `NUBES_*` environment "
+        "variables, then command-line flags. This file is generated by `python -m nubes.config`; "
+        "a test keeps it true.",
+        "",
+        "| key | default | meaning |",
+        "|---|---|---|",
+    ]
+
+    def rows(model: type[BaseModel], prefix: str) -> None:
+        for name, field in model.model_fields.items():
+            annotation = field.annotation
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+                rows(annotation, f"{prefix}{name}.")
+                continue
+            if name == "state_dir":
+                default = "/var/lib/nubes (root), ~/.local/share/nubes"
+            elif field.default_factory is not None:
+                default = str(field.default_factory())  # type: ignore[call-arg]
+            else:
+                default = repr(field.default)
+            lines.append(f"| `{prefix}{name}` | `{default}` | {field.description or ''} |")
+
+    rows(Settings, "")
+    lines += [
+        "",
+        "Example `nubes.toml`:",
+        "",
+        "```toml",
+        'database_url = "postgresql+psycopg://nubes:secret@db.example/nubes"',
+        "port = 8770",
+        "[password_hashing]",
+        "memory_kib = 19456",
+        "[default_quotas]",
+        "instances = 20",
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(render_docs(), end="")

@@ -1,0 +1,1 @@
+"""The controller process: initialise a state directory, run the API, start and stop."""

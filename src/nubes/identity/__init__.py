@@ -1,0 +1,1 @@
+"""Identity (Keystone's role): users, projects, roles, tokens, credentials, policy, quotas."""

@@ -1,0 +1,249 @@
+"""Authentication: password, token (re-scope) and application-credential methods issue a
+token; ``validate`` turns a token into a :class:`RequestContext` on every request.
+
+Validation costs one decrypt and two indexed reads, and it reads live state each time, so a
+revoked token, a disabled user or project, or a removed role takes effect on the very next
+request, on every controller.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import exists, or_, select
+from sqlalchemy.orm import Session
+
+from nubes.domain.context import RequestContext
+from nubes.domain.errors import NotAuthenticated
+from nubes.domain.roles import Role
+from nubes.identity import policy, tokens
+from nubes.identity.core import IdentityCore
+from nubes.identity.revocation import revoke_token
+from nubes.store import events
+from nubes.store.models import (
+    ApplicationCredential,
+    Project,
+    RoleAssignment,
+    TokenRevocation,
+    User,
+)
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    token: str
+    context: RequestContext
+
+
+def _bad_credentials() -> NotAuthenticated:
+    # One message for unknown user and wrong password: no user enumeration.
+    return NotAuthenticated(
+        "wrong user name or password", code="nubes.auth.invalid_credentials"
+    )
+
+
+class AuthService:
+    def __init__(self, core: IdentityCore) -> None:
+        self.core = core
+
+    # issuing --------------------------------------------------------------------------------
+
+    def authenticate_password(
+        self, username: str, password: str, project: str | None = None, request_id: str | None = None
+    ) -> IssuedToken:
+        with self.core.db.read() as session:
+            user = session.scalar(select(User).where(User.name == username))
+        if not self.core.hasher.verify(user.password_hash if user else None, password):
+            raise _bad_credentials()
+        assert user is not None
+        return self._issue(user.id, project, ("password",), request_id=request_id)
+
+    def authenticate_token(
+        self, token: str, project: str | None = None, request_id: str | None = None
+    ) -> IssuedToken:
+        """Re-scope: a valid token buys a new one, for the same or another project of its user.
+        The new token expires no later than the old one."""
+        ctx = self.validate(token)
+        assert ctx.user_id is not None
+        return self._issue(
+            ctx.user_id,
+            project or ctx.project_id,
+            tuple(sorted({*ctx.methods, "token"})),
+            expires_at=ctx.expires_at,
+            request_id=request_id,
+        )
+
+    def authenticate_app_credential(
+        self, credential_id: str, secret: str, request_id: str | None = None
+    ) -> IssuedToken:
+        with self.core.db.read() as session:
+            cred = session.get(ApplicationCredential, credential_id)
+        if not self.core.hasher.verify(cred.secret_hash if cred else None, secret):
+            raise NotAuthenticated(
+                "wrong application credential id or secret", code="nubes.auth.invalid_credentials"
+            )
+        assert cred is not None
+        if cred.expires_at is not None and cred.expires_at <= datetime.now(UTC):
+            raise NotAuthenticated(
+                f"application credential {cred.name!r} expired at {cred.expires_at.isoformat()}",
+                code="nubes.credential.expired",
+            )
+        return self._issue(
+            cred.user_id,
+            cred.project_id,
+            ("application_credential",),
+            app_cred_id=cred.id,
+            request_id=request_id,
+        )
+
+    def _issue(
+        self,
+        user_id: str,
+        project: str | None,
+        methods: tuple[str, ...],
+        *,
+        expires_at: float | None = None,
+        app_cred_id: str | None = None,
+        request_id: str | None = None,
+    ) -> IssuedToken:
+        with self.core.db.read() as session:
+            user = session.get(User, user_id)
+            if user is None:
+                raise _bad_credentials()
+            if not user.enabled:
+                raise NotAuthenticated(f"user {user.name!r} is disabled", code="nubes.auth.disabled")
+            target = project or user.default_project_id
+            if target is None:
+                raise NotAuthenticated(
+                    f"user {user.name!r} has no default project; name one (project)",
+                    code="nubes.auth.no_role",
+                )
+            proj = session.get(Project, target) or session.scalar(
+                select(Project).where(Project.name == target)
+            )
+            roles = _roles(session, user.id, proj.id) if proj else frozenset()
+            if proj is None or not roles:
+                raise NotAuthenticated(
+                    f"user {user.name!r} has no role on project {target!r}",
+                    code="nubes.auth.no_role",
+                )
+            if not proj.enabled:
+                raise NotAuthenticated(f"project {proj.name!r} is disabled", code="nubes.auth.disabled")
+        now = time.time()
+        ttl_end = now + self.core.settings.token_ttl_seconds
+        payload = tokens.TokenPayload(
+            user_id=user.id,
+            project_id=proj.id,
+            audit_id=tokens.new_audit_id(),
+            issued_at=now,
+            expires_at=min(ttl_end, expires_at) if expires_at else ttl_end,
+            methods=methods,
+            app_cred_id=app_cred_id,
+        )
+        token = self.core.codec.encrypt(payload)
+        return IssuedToken(
+            token, _context(payload, user, proj, roles, request_id=request_id)
+        )
+
+    # validating -----------------------------------------------------------------------------
+
+    def validate(self, token: str, request_id: str | None = None) -> RequestContext:
+        payload = self.core.codec.decrypt(token)
+        if payload.expires_at <= time.time():
+            raise NotAuthenticated("the token has expired; authenticate again")
+        issued = datetime.fromtimestamp(payload.issued_at, UTC)
+        with self.core.db.read() as session:
+            row = session.execute(
+                select(User, Project)
+                .join(Project, Project.id == payload.project_id)
+                .where(User.id == payload.user_id)
+            ).first()
+            if row is None:
+                raise NotAuthenticated("the token's user or project no longer exists")
+            user, proj = row
+            revoked = session.scalar(
+                select(
+                    exists().where(
+                        or_(
+                            TokenRevocation.audit_id == payload.audit_id,
+                            (TokenRevocation.user_id == payload.user_id)
+                            & (TokenRevocation.issued_before >= issued),
+                            (TokenRevocation.project_id == payload.project_id)
+                            & (TokenRevocation.issued_before >= issued),
+                        )
+                    )
+                )
+            )
+            if revoked:
+                raise NotAuthenticated("the token has been revoked")
+            if not user.enabled or not proj.enabled:
+                raise NotAuthenticated("the token's user or project is disabled", code="nubes.auth.disabled")
+            roles = _roles(session, user.id, proj.id)
+            if payload.app_cred_id:
+                cred = session.get(ApplicationCredential, payload.app_cred_id)
+                if cred is None:
+                    raise NotAuthenticated("the token's application credential was deleted")
+                if cred.expires_at is not None and cred.expires_at <= datetime.now(UTC):
+                    raise NotAuthenticated("the token's application credential has expired")
+                allowed_roles = {Role[r] for r in cred.roles.split(",") if r}
+                roles = frozenset(r for r in roles if r in allowed_roles)
+        if not roles:
+            raise NotAuthenticated("the token's user no longer has a role on its project")
+        return _context(payload, user, proj, roles, request_id=request_id)
+
+    # revoking -------------------------------------------------------------------------------
+
+    def revoke(self, ctx: RequestContext, token: str) -> None:
+        """Revoke ``token``: a caller may revoke their own tokens; an admin any token."""
+        target = self.core.codec.decrypt(token)
+        if target.user_id != ctx.user_id:
+            policy.enforce(ctx, "identity:token:revoke_any")
+        else:
+            policy.enforce(ctx, "identity:token:revoke")
+        with self.core.db.transaction() as session:
+            revoke_token(session, self.core.settings, target.audit_id)
+            events.record(
+                session, ctx, "token.revoked", "user", target.user_id,
+                project_id=target.project_id, payload={"audit_id": target.audit_id},
+            )
+
+    def rotate_keys(self, ctx: RequestContext) -> int:
+        policy.enforce(ctx, "identity:token:rotate_keys")
+        with self.core.db.transaction() as session:
+            serial = tokens.rotate(session, self.core.settings.token_max_active_keys)
+            events.record(session, ctx, "token.keys_rotated", "token_key", str(serial))
+        self.core.codec.reload()
+        return serial
+
+
+def _roles(session: Session, user_id: str, project_id: str) -> frozenset[Role]:
+    names = session.scalars(
+        select(RoleAssignment.role).where(
+            RoleAssignment.user_id == user_id, RoleAssignment.project_id == project_id
+        )
+    )
+    return frozenset(Role[n] for n in names)
+
+
+def _context(
+    payload: tokens.TokenPayload,
+    user: User,
+    project: Project,
+    roles: frozenset[Role],
+    *,
+    request_id: str | None,
+) -> RequestContext:
+    return RequestContext(
+        user_id=user.id,
+        project_id=project.id,
+        roles=roles,
+        is_cloud_admin=project.is_admin_project and Role.admin in roles,
+        request_id=request_id,
+        audit_id=payload.audit_id,
+        user_name=user.name,
+        project_name=project.name,
+        expires_at=payload.expires_at,
+        methods=payload.methods,
+    )

@@ -1,0 +1,118 @@
+"""Who may do what: one table, one rule per action.
+
+Rules
+- ``admin``: a cloud admin (the admin role on the admin project).
+- ``member`` / ``reader``: that role or higher on the *target* project (a cloud admin passes).
+- ``owner-member`` / ``owner-reader``: as above, and the target belongs to the caller
+  (user-owned things such as keypairs and credentials).
+- ``authenticated``: any valid token.
+
+Visibility is not decided here: services look resources up *within the caller's scope*, so a
+resource of another project is "not found" (404), never "forbidden" (403). Policy answers
+only "may this caller, who can see the target, do this to it?"
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from nubes.domain.context import RequestContext
+from nubes.domain.errors import Forbidden
+from nubes.domain.roles import Role
+
+
+class Rule(StrEnum):
+    admin = "admin"
+    member = "member"
+    reader = "reader"
+    owner_member = "owner-member"
+    owner_reader = "owner-reader"
+    authenticated = "authenticated"
+
+
+RULES: dict[str, Rule] = {
+    # identity
+    "identity:project:create": Rule.admin,
+    "identity:project:list": Rule.authenticated,  # non-admins see their own projects
+    "identity:project:show": Rule.reader,
+    "identity:project:update": Rule.admin,
+    "identity:project:delete": Rule.admin,
+    "identity:user:create": Rule.admin,
+    "identity:user:list": Rule.admin,
+    "identity:user:show": Rule.owner_reader,
+    "identity:user:update": Rule.admin,
+    "identity:user:change_password": Rule.owner_reader,
+    "identity:user:delete": Rule.admin,
+    "identity:user:revoke_tokens": Rule.owner_reader,
+    "identity:role:list": Rule.authenticated,
+    "identity:role_assignment:list": Rule.reader,
+    "identity:role_assignment:grant": Rule.admin,
+    "identity:role_assignment:revoke": Rule.admin,
+    "identity:token:validate": Rule.authenticated,
+    "identity:token:revoke": Rule.authenticated,  # own tokens; others need admin (below)
+    "identity:token:revoke_any": Rule.admin,
+    "identity:token:rotate_keys": Rule.admin,
+    "identity:ec2_credential:create": Rule.owner_member,
+    "identity:ec2_credential:list": Rule.owner_reader,
+    "identity:ec2_credential:delete": Rule.owner_member,
+    "identity:app_credential:create": Rule.owner_member,
+    "identity:app_credential:list": Rule.owner_reader,
+    "identity:app_credential:delete": Rule.owner_member,
+    "identity:quota:show": Rule.reader,
+    "identity:quota:update": Rule.admin,
+    "identity:status:show": Rule.admin,
+    # compute catalogue
+    "compute:flavor:list": Rule.authenticated,
+    "compute:flavor:show": Rule.authenticated,
+    "compute:flavor:create": Rule.admin,
+    "compute:flavor:update": Rule.admin,
+    "compute:flavor:delete": Rule.admin,
+    "compute:flavor:access": Rule.admin,
+    "compute:keypair:list": Rule.owner_reader,
+    "compute:keypair:show": Rule.owner_reader,
+    "compute:keypair:create": Rule.owner_member,
+    "compute:keypair:delete": Rule.owner_member,
+}
+
+
+def allowed(
+    ctx: RequestContext,
+    action: str,
+    *,
+    project_id: str | None = None,
+    owner_id: str | None = None,
+) -> bool:
+    rule = RULES[action]  # a KeyError here is a programming error: every action has a rule
+    if ctx.is_cloud_admin:
+        return True
+    if rule is Rule.authenticated:
+        return ctx.user_id is not None
+    if rule is Rule.admin:
+        return False
+    needed = Role.member if rule in (Rule.member, Rule.owner_member) else Role.reader
+    if not ctx.has_role(needed):
+        return False
+    if rule in (Rule.owner_member, Rule.owner_reader):
+        return owner_id is None or owner_id == ctx.user_id
+    return project_id is None or project_id == ctx.project_id
+
+
+def enforce(
+    ctx: RequestContext,
+    action: str,
+    *,
+    project_id: str | None = None,
+    owner_id: str | None = None,
+) -> None:
+    if not allowed(ctx, action, project_id=project_id, owner_id=owner_id):
+        rule = RULES[action]
+        need = {
+            Rule.admin: "a cloud admin",
+            Rule.member: "the member or admin role on the project",
+            Rule.owner_member: "the member or admin role",
+            Rule.reader: "a role on the project",
+            Rule.owner_reader: "a role on the project",
+            Rule.authenticated: "a valid token",
+        }[rule]
+        role = ctx.highest_role.name if ctx.highest_role else "no role"
+        raise Forbidden(f"{action} needs {need}; your token has {role}")

@@ -1,0 +1,36 @@
+"""List helpers shared by every service: marker pagination and not-found lookups."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from sqlalchemy import Select, select, tuple_
+from sqlalchemy.orm import Session
+
+from nubes.domain.errors import InvalidInput
+
+T = TypeVar("T")
+
+MAX_LIMIT = 1000
+
+
+def paginate(
+    session: Session,
+    stmt: Select[tuple[T]],
+    model: Any,
+    *,
+    limit: int | None,
+    marker: str | None,
+    sort_column: Any,
+    key_column: Any | None = None,
+) -> list[T]:
+    """Rows after ``marker`` (the key of the last row the client saw), ordered by
+    (sort_column, key); at most ``limit``. An unknown marker is a 400, as in Nova."""
+    key = key_column if key_column is not None else model.id
+    if marker is not None:
+        anchor = session.execute(select(sort_column, key).where(key == marker)).first()
+        if anchor is None:
+            raise InvalidInput(f"marker: no item {marker!r} in this list")
+        stmt = stmt.where(tuple_(sort_column, key) > tuple_(anchor[0], anchor[1]))
+    stmt = stmt.order_by(sort_column, key).limit(min(limit or MAX_LIMIT, MAX_LIMIT))
+    return list(session.scalars(stmt))
