@@ -83,8 +83,7 @@ class Settings(BaseModel):
     password_hashing: PasswordHashing = Field(default_factory=PasswordHashing)  # type: ignore[arg-type]
     default_quotas: dict[str, int] = Field(
         default_factory=lambda: dict(QUOTA_RESOURCES),
-        description="Per-project limits for new projects (-1: unlimited); key_pairs is per "
-        "user.",
+        description="Per-project limits for new projects (-1: unlimited); key_pairs is per user.",
     )
     log_level: str = Field("info", description="debug, info, warning or error.")
 

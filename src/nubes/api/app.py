@@ -14,7 +14,12 @@ from sqlalchemy import text
 
 import nubes
 from nubes.api import errors
-from nubes.api.middleware import BodyLimitMiddleware, Metrics, MetricsMiddleware, RequestIdMiddleware
+from nubes.api.middleware import (
+    BodyLimitMiddleware,
+    Metrics,
+    MetricsMiddleware,
+    RequestIdMiddleware,
+)
 from nubes.api.native import ROUTERS
 from nubes.api.services import Services
 
@@ -41,7 +46,7 @@ def create_app(services: Services) -> FastAPI:
 
     @app.get("/healthz", response_class=PlainTextResponse, tags=["health"])
     def healthz() -> str:
-        """"ok" when the controller can reach its database; 503 otherwise."""
+        """ "ok" when the controller can reach its database; 503 otherwise."""
         with services.db.read() as session:
             session.execute(text("SELECT 1"))
         return "ok"

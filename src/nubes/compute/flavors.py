@@ -16,7 +16,7 @@ from nubes.identity.projects import find_project
 from nubes.store import events
 from nubes.store.cas import compare_and_swap
 from nubes.store.models import Flavor, FlavorAccess
-from nubes.store.query import paginate
+from nubes.store.query import paginate, taken
 
 #: The five sizes of the OpenStack seed: (id, name, vcpus, ram MB, disk GB, ephemeral GB).
 DEFAULT_FLAVORS = (
@@ -37,8 +37,14 @@ def seed_default_flavors(session: Session) -> int:
         )
         if not taken:
             session.add(
-                Flavor(id=flavor_id, name=name, vcpus=vcpus, ram_mb=ram, disk_gb=disk,
-                       ephemeral_gb=ephemeral)
+                Flavor(
+                    id=flavor_id,
+                    name=name,
+                    vcpus=vcpus,
+                    ram_mb=ram,
+                    disk_gb=disk,
+                    ephemeral_gb=ephemeral,
+                )
             )
             added += 1
     return added
@@ -49,7 +55,9 @@ def _visible_clause(ctx: RequestContext) -> Any:
         return True
     return or_(
         Flavor.is_public,
-        exists().where(FlavorAccess.flavor_id == Flavor.id, FlavorAccess.project_id == ctx.project_id),
+        exists().where(
+            FlavorAccess.flavor_id == Flavor.id, FlavorAccess.project_id == ctx.project_id
+        ),
     )
 
 
@@ -88,15 +96,21 @@ class FlavorService:
             if flavor_id:
                 clash = or_(clash, Flavor.id == flavor_id)
             if session.scalar(select(exists().where(clash))):
+                also = f" or with id {flavor_id!r}" if flavor_id else ""
                 raise AlreadyExists(
-                    f"a flavor named {name!r}{' or with id ' + repr(flavor_id) if flavor_id else ''}"
-                    " exists",
+                    f"a flavor named {name!r}{also} exists",
                     code="nubes.flavor.exists",
                 )
             row = Flavor(
-                name=name, vcpus=vcpus, ram_mb=ram_mb, disk_gb=disk_gb,
-                ephemeral_gb=ephemeral_gb, swap_mb=swap_mb, is_public=is_public,
-                description=description, extra_specs=extra_specs or {},
+                name=name,
+                vcpus=vcpus,
+                ram_mb=ram_mb,
+                disk_gb=disk_gb,
+                ephemeral_gb=ephemeral_gb,
+                swap_mb=swap_mb,
+                is_public=is_public,
+                description=description,
+                extra_specs=extra_specs or {},
             )
             if flavor_id:
                 row.id = flavor_id
@@ -107,7 +121,7 @@ class FlavorService:
             events.record(session, ctx, "flavor.created", "flavor", row.id)
             return row
 
-    def list(
+    def list_flavors(
         self,
         ctx: RequestContext,
         *,
@@ -143,13 +157,18 @@ class FlavorService:
                 merged = {**row.extra_specs, **values["extra_specs"]}
                 values["extra_specs"] = {k: v for k, v in merged.items() if v is not None}
             new_name = values.get("name")
-            if new_name and new_name != row.name:
-                if session.scalar(select(exists().where(Flavor.name == new_name))):
-                    raise AlreadyExists(f"flavor {new_name!r} exists", code="nubes.flavor.exists")
+            if new_name and new_name != row.name and taken(session, Flavor.name, new_name):
+                raise AlreadyExists(f"flavor {new_name!r} exists", code="nubes.flavor.exists")
             compare_and_swap(session, Flavor, row.id, row.generation, values)
             session.refresh(row)
-            events.record(session, ctx, "flavor.updated", "flavor", row.id,
-                          payload={"changed": sorted(values)})
+            events.record(
+                session,
+                ctx,
+                "flavor.updated",
+                "flavor",
+                row.id,
+                payload={"changed": sorted(values)},
+            )
             return row
 
     def delete(self, ctx: RequestContext, ref: str) -> None:

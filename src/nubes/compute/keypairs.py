@@ -40,7 +40,9 @@ class KeypairService:
         return find_user(session, user).id
 
     def _find(self, session: Session, owner_id: str, name: str) -> Keypair:
-        row = session.scalar(select(Keypair).where(Keypair.user_id == owner_id, Keypair.name == name))
+        row = session.scalar(
+            select(Keypair).where(Keypair.user_id == owner_id, Keypair.name == name)
+        )
         if row is None:
             raise NotFound(f"no keypair {name!r}", code="nubes.keypair.not_found")
         return row
@@ -60,14 +62,20 @@ class KeypairService:
             parsed = parse_public_key(public_key)
         else:
             parsed, private = generate_keypair(key_type, comment=name)
-        assert ctx.user_id is not None and ctx.project_id is not None
+        assert ctx.user_id is not None
+        assert ctx.project_id is not None
         with self.core.db.transaction() as session:
             if session.scalar(
                 select(Keypair.id).where(Keypair.user_id == ctx.user_id, Keypair.name == name)
             ):
-                raise AlreadyExists(f"you already have a keypair {name!r}", code="nubes.keypair.exists")
+                raise AlreadyExists(
+                    f"you already have a keypair {name!r}", code="nubes.keypair.exists"
+                )
             quotas.charge(
-                session, ctx.project_id, {"key_pairs": 1}, self.core.settings.default_quotas,
+                session,
+                ctx.project_id,
+                {"key_pairs": 1},
+                self.core.settings.default_quotas,
                 user_id=ctx.user_id,
             )
             row = Keypair(
@@ -85,11 +93,18 @@ class KeypairService:
                 raise AlreadyExists(
                     f"you already have a keypair {name!r}", code="nubes.keypair.exists"
                 ) from exc
-            events.record(session, ctx, "keypair.created", "keypair", row.id,
-                          project_id=ctx.project_id, payload={"name": name})
+            events.record(
+                session,
+                ctx,
+                "keypair.created",
+                "keypair",
+                row.id,
+                project_id=ctx.project_id,
+                payload={"name": name},
+            )
             return NewKeypair(row, private)
 
-    def list(
+    def list_keypairs(
         self,
         ctx: RequestContext,
         *,
@@ -105,7 +120,12 @@ class KeypairService:
             if name is not None:
                 stmt = stmt.where(Keypair.name == name)
             return paginate(
-                session, stmt, Keypair, limit=limit, marker=marker, sort_column=Keypair.name,
+                session,
+                stmt,
+                Keypair,
+                limit=limit,
+                marker=marker,
+                sort_column=Keypair.name,
                 key_column=Keypair.name,
             )
 
@@ -123,5 +143,12 @@ class KeypairService:
             policy.enforce(ctx, "compute:keypair:delete", owner_id=owner)
             quotas.release(session, row.project_id, {"key_pairs": 1}, user_id=row.user_id)
             session.delete(row)
-            events.record(session, ctx, "keypair.deleted", "keypair", row.id,
-                          project_id=row.project_id, payload={"name": name})
+            events.record(
+                session,
+                ctx,
+                "keypair.deleted",
+                "keypair",
+                row.id,
+                project_id=row.project_id,
+                payload={"name": name},
+            )

@@ -87,10 +87,18 @@ def initialise(settings: Settings, db: Database | None = None) -> InitResult:
                 session.add(admin)
                 session.flush()
                 session.add(
-                    RoleAssignment(user_id=admin.id, project_id=admin_project.id, role=Role.admin.name)
+                    RoleAssignment(
+                        user_id=admin.id, project_id=admin_project.id, role=Role.admin.name
+                    )
                 )
-                events.record(session, RequestContext.system(), "cloud.initialised", "project",
-                              admin_project.id, project_id=admin_project.id)
+                events.record(
+                    session,
+                    RequestContext.system(),
+                    "cloud.initialised",
+                    "project",
+                    admin_project.id,
+                    project_id=admin_project.id,
+                )
             seed_default_flavors(session)
             if session.get(Setting, "initialised_at") is None:
                 session.add(Setting(key="initialised_at", value=utcnow().isoformat()))
@@ -120,9 +128,10 @@ def write_client_files(settings: Settings, password: str) -> tuple[Path, Path]:
         "OS_PROJECT_DOMAIN_NAME": "Default",
         "OS_IDENTITY_API_VERSION": "3",
     }
-    lines = ["# nubes admin credentials: source this file", *(
-        f"export {k}={shlex.quote(v)}" for k, v in env.items()
-    )]
+    lines = [
+        "# nubes admin credentials: source this file",
+        *(f"export {k}={shlex.quote(v)}" for k, v in env.items()),
+    ]
     write_private(openrc, "\n".join(lines) + "\n")
     clouds = settings.state_dir / CLOUDS_FILE
     document = {

@@ -39,9 +39,7 @@ class IssuedToken:
 
 def _bad_credentials() -> NotAuthenticated:
     # One message for unknown user and wrong password: no user enumeration.
-    return NotAuthenticated(
-        "wrong user name or password", code="nubes.auth.invalid_credentials"
-    )
+    return NotAuthenticated("wrong user name or password", code="nubes.auth.invalid_credentials")
 
 
 class AuthService:
@@ -51,7 +49,11 @@ class AuthService:
     # issuing --------------------------------------------------------------------------------
 
     def authenticate_password(
-        self, username: str, password: str, project: str | None = None, request_id: str | None = None
+        self,
+        username: str,
+        password: str,
+        project: str | None = None,
+        request_id: str | None = None,
     ) -> IssuedToken:
         with self.core.db.read() as session:
             user = session.scalar(select(User).where(User.name == username))
@@ -113,7 +115,9 @@ class AuthService:
             if user is None:
                 raise _bad_credentials()
             if not user.enabled:
-                raise NotAuthenticated(f"user {user.name!r} is disabled", code="nubes.auth.disabled")
+                raise NotAuthenticated(
+                    f"user {user.name!r} is disabled", code="nubes.auth.disabled"
+                )
             target = project or user.default_project_id
             if target is None:
                 raise NotAuthenticated(
@@ -130,7 +134,9 @@ class AuthService:
                     code="nubes.auth.no_role",
                 )
             if not proj.enabled:
-                raise NotAuthenticated(f"project {proj.name!r} is disabled", code="nubes.auth.disabled")
+                raise NotAuthenticated(
+                    f"project {proj.name!r} is disabled", code="nubes.auth.disabled"
+                )
         now = time.time()
         ttl_end = now + self.core.settings.token_ttl_seconds
         payload = tokens.TokenPayload(
@@ -143,9 +149,7 @@ class AuthService:
             app_cred_id=app_cred_id,
         )
         token = self.core.codec.encrypt(payload)
-        return IssuedToken(
-            token, _context(payload, user, proj, roles, request_id=request_id)
-        )
+        return IssuedToken(token, _context(payload, user, proj, roles, request_id=request_id))
 
     # validating -----------------------------------------------------------------------------
 
@@ -179,7 +183,9 @@ class AuthService:
             if revoked:
                 raise NotAuthenticated("the token has been revoked")
             if not user.enabled or not proj.enabled:
-                raise NotAuthenticated("the token's user or project is disabled", code="nubes.auth.disabled")
+                raise NotAuthenticated(
+                    "the token's user or project is disabled", code="nubes.auth.disabled"
+                )
             roles = _roles(session, user.id, proj.id)
             if payload.app_cred_id:
                 cred = session.get(ApplicationCredential, payload.app_cred_id)
@@ -187,8 +193,10 @@ class AuthService:
                     raise NotAuthenticated("the token's application credential was deleted")
                 if cred.expires_at is not None and cred.expires_at <= datetime.now(UTC):
                     raise NotAuthenticated("the token's application credential has expired")
-                allowed_roles = {Role[r] for r in cred.roles.split(",") if r}
-                roles = frozenset(r for r in roles if r in allowed_roles)
+                # The credential carries at most the roles it was given, and never more than
+                # the user still holds (roles imply the lower ones).
+                delegated = {Role[r] for r in cred.roles.split(",") if r}
+                roles = frozenset(r for r in delegated if any(h >= r for h in roles))
         if not roles:
             raise NotAuthenticated("the token's user no longer has a role on its project")
         return _context(payload, user, proj, roles, request_id=request_id)
@@ -205,8 +213,13 @@ class AuthService:
         with self.core.db.transaction() as session:
             revoke_token(session, self.core.settings, target.audit_id)
             events.record(
-                session, ctx, "token.revoked", "user", target.user_id,
-                project_id=target.project_id, payload={"audit_id": target.audit_id},
+                session,
+                ctx,
+                "token.revoked",
+                "user",
+                target.user_id,
+                project_id=target.project_id,
+                payload={"audit_id": target.audit_id},
             )
 
     def rotate_keys(self, ctx: RequestContext) -> int:

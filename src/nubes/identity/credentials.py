@@ -102,15 +102,17 @@ class CredentialService:
             )
             session.add(row)
             session.flush()
-            events.record(session, ctx, "ec2_credential.created", "ec2_credential", row.access,
-                          project_id=pid)
+            events.record(
+                session, ctx, "ec2_credential.created", "ec2_credential", row.access, project_id=pid
+            )
             return Ec2Secret(row.access, secret, owner.id, pid, row.created_at)
 
     def list_ec2(self, ctx: RequestContext, user: str | None = None) -> list[Ec2Secret]:
         with self.core.db.read() as session:
             owner = self._owner(session, ctx, user, "identity:ec2_credential:list")
             rows = session.scalars(
-                select(Ec2Credential).where(Ec2Credential.user_id == owner.id)
+                select(Ec2Credential)
+                .where(Ec2Credential.user_id == owner.id)
                 .order_by(Ec2Credential.created_at)
             )
             return [self._reveal(r) for r in rows]
@@ -135,8 +137,14 @@ class CredentialService:
             if row is None or row.user_id != owner.id:
                 raise NotFound(f"no EC2 credential {access!r}", code="nubes.credential.not_found")
             session.delete(row)
-            events.record(session, ctx, "ec2_credential.deleted", "ec2_credential", access,
-                          project_id=row.project_id)
+            events.record(
+                session,
+                ctx,
+                "ec2_credential.deleted",
+                "ec2_credential",
+                access,
+                project_id=row.project_id,
+            )
 
     # application credentials ----------------------------------------------------------------
 
@@ -156,13 +164,12 @@ class CredentialService:
                 expires_at = expires_at.replace(tzinfo=UTC)
             if expires_at <= datetime.now(UTC):
                 raise InvalidInput("expires_at: must be in the future")
-        held = {r.name for r in ctx.roles}
-        wanted = set(roles) if roles else held
-        for r in wanted:
-            Role.parse(r)
-        if not wanted <= held:
+        held = ctx.highest_role
+        wanted = {Role.parse(r) for r in roles} if roles else set(ctx.roles)
+        if held is None or any(r > held for r in wanted):
             raise InvalidInput(
-                f"roles: you can delegate only roles you hold ({', '.join(sorted(held))})"
+                f"roles: you can delegate only roles up to your own "
+                f"({held.name if held else 'none'})"
             )
         secret = secrets.token_urlsafe(32)
         secret_hash = self.core.hasher.hash(secret)
@@ -176,7 +183,7 @@ class CredentialService:
                 secret_hash=secret_hash,
                 user_id=owner.id,
                 project_id=ctx.project_id,
-                roles=",".join(sorted(wanted)),
+                roles=",".join(sorted(r.name for r in wanted)),
                 expires_at=expires_at,
             )
             session.add(row)
@@ -187,17 +194,26 @@ class CredentialService:
                     f"you already have an application credential named {name!r}",
                     code="nubes.credential.exists",
                 ) from exc
-            events.record(session, ctx, "app_credential.created", "app_credential", row.id,
-                          project_id=ctx.project_id)
+            events.record(
+                session,
+                ctx,
+                "app_credential.created",
+                "app_credential",
+                row.id,
+                project_id=ctx.project_id,
+            )
             return NewAppCredential(row, secret)
 
     def list_app(self, ctx: RequestContext, user: str | None = None) -> list[ApplicationCredential]:
         with self.core.db.read() as session:
             owner = self._owner(session, ctx, user, "identity:app_credential:list")
-            return list(session.scalars(
-                select(ApplicationCredential).where(ApplicationCredential.user_id == owner.id)
-                .order_by(ApplicationCredential.name)
-            ))
+            return list(
+                session.scalars(
+                    select(ApplicationCredential)
+                    .where(ApplicationCredential.user_id == owner.id)
+                    .order_by(ApplicationCredential.name)
+                )
+            )
 
     def delete_app(self, ctx: RequestContext, ref: str, user: str | None = None) -> None:
         """Deleting it also kills every token issued from it (checked at validation)."""
@@ -213,5 +229,11 @@ class CredentialService:
                     f"no application credential {ref!r}", code="nubes.credential.not_found"
                 )
             session.delete(row)
-            events.record(session, ctx, "app_credential.deleted", "app_credential", row.id,
-                          project_id=row.project_id)
+            events.record(
+                session,
+                ctx,
+                "app_credential.deleted",
+                "app_credential",
+                row.id,
+                project_id=row.project_id,
+            )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import exists, select
+from sqlalchemy import delete, exists, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -16,7 +16,7 @@ from nubes.identity.revocation import revoke_project_tokens
 from nubes.store import events
 from nubes.store.cas import compare_and_swap
 from nubes.store.models import Keypair, Project, RoleAssignment
-from nubes.store.query import paginate
+from nubes.store.query import paginate, taken
 
 
 def find_project(session: Session, ref: str) -> Project:
@@ -55,7 +55,7 @@ class ProjectService:
             events.record(session, ctx, "project.created", "project", row.id, project_id=row.id)
             return row
 
-    def list(
+    def list_projects(
         self,
         ctx: RequestContext,
         *,
@@ -90,18 +90,19 @@ class ProjectService:
             if row.is_admin_project and changes.get("enabled") is False:
                 raise Conflict("the admin project cannot be disabled", code="nubes.project.in_use")
             new_name = changes.get("name")
-            if new_name and new_name != row.name:
-                taken = session.scalar(select(exists().where(Project.name == new_name)))
-                if taken:
-                    raise AlreadyExists(
-                        f"project {new_name!r} exists", code="nubes.project.exists"
-                    )
+            if new_name and new_name != row.name and taken(session, Project.name, new_name):
+                raise AlreadyExists(f"project {new_name!r} exists", code="nubes.project.exists")
             compare_and_swap(session, Project, row.id, row.generation, changes)
             if changes.get("enabled") is False:
                 revoke_project_tokens(session, self.core.settings, row.id)
             session.refresh(row)
             events.record(
-                session, ctx, "project.updated", "project", row.id, project_id=row.id,
+                session,
+                ctx,
+                "project.updated",
+                "project",
+                row.id,
+                project_id=row.id,
                 payload={"changed": sorted(changes)},
             )
             return row
@@ -118,8 +119,6 @@ class ProjectService:
                     code="nubes.project.in_use",
                 )
             revoke_project_tokens(session, self.core.settings, row.id)
-            session.execute(RoleAssignment.__table__.delete().where(
-                RoleAssignment.project_id == row.id
-            ))
+            session.execute(delete(RoleAssignment).where(RoleAssignment.project_id == row.id))
             session.delete(row)
             events.record(session, ctx, "project.deleted", "project", row.id, project_id=row.id)

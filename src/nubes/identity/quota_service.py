@@ -43,8 +43,15 @@ class QuotaService:
         with self.core.db.transaction() as session:
             row = find_project(session, project)
             quotas.set_limits(session, row.id, new_limits)
-            events.record(session, ctx, "quota.updated", "project", row.id, project_id=row.id,
-                          payload=dict(new_limits))
+            events.record(
+                session,
+                ctx,
+                "quota.updated",
+                "project",
+                row.id,
+                project_id=row.id,
+                payload=dict(new_limits),
+            )
         return self.show(ctx, row.id)
 
     def defaults(self, ctx: RequestContext) -> dict[str, int]:

@@ -17,7 +17,7 @@ from nubes.identity.revocation import revoke_user_tokens
 from nubes.store import events
 from nubes.store.cas import compare_and_swap
 from nubes.store.models import Keypair, Project, RoleAssignment, User, utcnow
-from nubes.store.query import paginate
+from nubes.store.query import paginate, taken
 
 MIN_PASSWORD = 8
 
@@ -91,7 +91,7 @@ class UserService:
             events.record(session, ctx, "user.created", "user", row.id)
             return row
 
-    def list(
+    def list_users(
         self,
         ctx: RequestContext,
         *,
@@ -111,7 +111,9 @@ class UserService:
             if project is not None:
                 pid = find_project(session, project).id
                 stmt = stmt.where(
-                    exists().where(RoleAssignment.user_id == User.id, RoleAssignment.project_id == pid)
+                    exists().where(
+                        RoleAssignment.user_id == User.id, RoleAssignment.project_id == pid
+                    )
                 )
             return paginate(session, stmt, User, limit=limit, marker=marker, sort_column=User.name)
 
@@ -146,15 +148,16 @@ class UserService:
                     find_project(session, ref_project).id if ref_project else None
                 )
             new_name = changes.get("name")
-            if new_name and new_name != row.name:
-                if session.scalar(select(exists().where(User.name == new_name))):
-                    raise AlreadyExists(f"user {new_name!r} exists", code="nubes.user.exists")
+            if new_name and new_name != row.name and taken(session, User.name, new_name):
+                raise AlreadyExists(f"user {new_name!r} exists", code="nubes.user.exists")
             compare_and_swap(session, User, row.id, row.generation, changes)
             if revoke:
                 revoke_user_tokens(session, self.core.settings, row.id)
             session.refresh(row)
             changed = sorted(k for k in changes if k != "password_hash")
-            events.record(session, ctx, "user.updated", "user", row.id, payload={"changed": changed})
+            events.record(
+                session, ctx, "user.updated", "user", row.id, payload={"changed": changed}
+            )
             return row
 
     def change_own_password(
@@ -210,7 +213,12 @@ class UserService:
                 session.add(row)
                 session.flush()
                 events.record(
-                    session, ctx, "role.granted", "user", u.id, project_id=p.id,
+                    session,
+                    ctx,
+                    "role.granted",
+                    "user",
+                    u.id,
+                    project_id=p.id,
                     payload={"role": granted.name},
                 )
             return row
@@ -233,7 +241,12 @@ class UserService:
                     "that would leave the cloud without an admin", code="nubes.user.in_use"
                 )
             events.record(
-                session, ctx, "role.revoked", "user", u.id, project_id=p.id,
+                session,
+                ctx,
+                "role.revoked",
+                "user",
+                u.id,
+                project_id=p.id,
                 payload={"role": revoked.name},
             )
 
@@ -253,7 +266,5 @@ class UserService:
                 stmt = stmt.where(RoleAssignment.project_id == ctx.project_id)
             policy.enforce(ctx, "identity:role_assignment:list", project_id=ctx.project_id)
             return list(
-                session.scalars(
-                    stmt.order_by(RoleAssignment.project_id, RoleAssignment.user_id)
-                )
+                session.scalars(stmt.order_by(RoleAssignment.project_id, RoleAssignment.user_id))
             )

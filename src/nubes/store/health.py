@@ -30,14 +30,23 @@ def report(db: Database) -> StoreReport:
         with db.read() as session:
             session.execute(text("SELECT 1"))
             for name, model in (
-                ("projects", Project), ("users", User), ("flavors", Flavor), ("token_keys", TokenKey)
+                ("projects", Project),
+                ("users", User),
+                ("flavors", Flavor),
+                ("token_keys", TokenKey),
             ):
                 counts[name] = session.scalar(select(func.count()).select_from(model)) or 0
         revision = current_revision(db)
     except Exception as exc:  # any failure here is the answer, not an error
-        return StoreReport(db.dialect, safe_url, None, head_revision(), False, {}, [
-            f"the database is not reachable: {exc}"
-        ])
+        return StoreReport(
+            db.dialect,
+            safe_url,
+            None,
+            head_revision(),
+            False,
+            {},
+            [f"the database is not reachable: {exc}"],
+        )
     head = head_revision()
     if revision != head:
         problems.append(f"database schema at {revision}, code expects {head}: run `nubes up`")

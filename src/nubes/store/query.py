@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-from sqlalchemy import Select, select, tuple_
+from sqlalchemy import Select, exists, select, tuple_
 from sqlalchemy.orm import Session
 
 from nubes.domain.errors import InvalidInput
@@ -16,8 +16,8 @@ MAX_LIMIT = 1000
 
 def paginate(
     session: Session,
-    stmt: Select[tuple[T]],
-    model: Any,
+    stmt: Select[Any],
+    model: type[T],
     *,
     limit: int | None,
     marker: str | None,
@@ -26,7 +26,7 @@ def paginate(
 ) -> list[T]:
     """Rows after ``marker`` (the key of the last row the client saw), ordered by
     (sort_column, key); at most ``limit``. An unknown marker is a 400, as in Nova."""
-    key = key_column if key_column is not None else model.id
+    key = key_column if key_column is not None else model.id  # type: ignore[attr-defined]
     if marker is not None:
         anchor = session.execute(select(sort_column, key).where(key == marker)).first()
         if anchor is None:
@@ -34,3 +34,9 @@ def paginate(
         stmt = stmt.where(tuple_(sort_column, key) > tuple_(anchor[0], anchor[1]))
     stmt = stmt.order_by(sort_column, key).limit(min(limit or MAX_LIMIT, MAX_LIMIT))
     return list(session.scalars(stmt))
+
+
+def taken(session: Session, column: Any, value: object) -> bool:
+    """Whether a row already has ``column == value`` (a friendly check before the unique
+    constraint, which stays the real guard)."""
+    return bool(session.scalar(select(exists().where(column == value))))

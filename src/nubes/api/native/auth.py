@@ -6,13 +6,13 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Request, Response, status
+from pydantic import BaseModel, Field
 
 from nubes.api.deps import Ctx, Svc
 from nubes.api.errors import request_id_of
 from nubes.api.native.common import Ref, Strict
 from nubes.domain.context import RequestContext
 from nubes.domain.errors import InvalidInput
-from pydantic import BaseModel, Field
 
 router = APIRouter(prefix="/v1/auth", tags=["auth"])
 
@@ -61,7 +61,9 @@ def _info(ctx: RequestContext) -> TokenInfo:
 
 
 @router.post("/tokens", status_code=status.HTTP_201_CREATED, response_model=IssuedTokenOut)
-def issue_token(body: TokenRequest, request: Request, response: Response, svc: Svc) -> IssuedTokenOut:
+def issue_token(
+    body: TokenRequest, request: Request, response: Response, svc: Svc
+) -> IssuedTokenOut:
     rid = request_id_of(request)
     methods = [
         name

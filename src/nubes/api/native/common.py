@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated
 
@@ -49,7 +50,7 @@ class Ref(BaseModel):
     name: str
 
 
-def next_marker(items: list[object], limit: int | None, key: str = "id") -> str | None:
+def next_marker(items: Sequence[object], limit: int | None, key: str = "id") -> str | None:
     """The marker for the next page, when this page is full."""
     if not items or (limit is not None and len(items) < limit) or limit is None:
         return None

@@ -86,8 +86,12 @@ def delete_ec2(user: str, access: str, ctx: Ctx, svc: Svc) -> None:
 )
 def create_app_cred(user: str, body: AppCredCreate, ctx: Ctx, svc: Svc) -> AppCredCreated:
     made = svc.credentials.create_app(
-        ctx, body.name, description=body.description, expires_at=body.expires_at,
-        roles=list(body.roles) if body.roles else None, user=_who(ctx, user),
+        ctx,
+        body.name,
+        description=body.description,
+        expires_at=body.expires_at,
+        roles=list(body.roles) if body.roles else None,
+        user=_who(ctx, user),
     )
     return AppCredCreated(
         secret=made.secret, **AppCredOut.model_validate(made.credential).model_dump()

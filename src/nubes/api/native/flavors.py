@@ -9,7 +9,16 @@ from fastapi import APIRouter, Query, status
 from pydantic import BaseModel, Field
 
 from nubes.api.deps import Ctx, Svc
-from nubes.api.native.common import Description, Limit, Marker, Name, NameFilter, Out, Strict, next_marker
+from nubes.api.native.common import (
+    Description,
+    Limit,
+    Marker,
+    Name,
+    NameFilter,
+    Out,
+    Strict,
+    next_marker,
+)
 
 router = APIRouter(prefix="/v1/flavors", tags=["flavors"])
 
@@ -27,7 +36,9 @@ class FlavorCreate(Strict):
     is_public: bool = True
     description: Description = ""
     extra_specs: dict[SpecKey, SpecValue] = Field(default_factory=dict, max_length=100)
-    id: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")] | None = None
+    id: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")] | None = (
+        None
+    )
     projects: list[Annotated[str, Field(max_length=255)]] = Field(
         default_factory=list, max_length=100, description="Projects with access (private only)."
     )
@@ -74,9 +85,17 @@ class AccessChange(Strict):
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=FlavorOut)
 def create_flavor(body: FlavorCreate, ctx: Ctx, svc: Svc) -> object:
     return svc.flavors.create(
-        ctx, name=body.name, vcpus=body.vcpus, ram_mb=body.ram_mb, disk_gb=body.disk_gb,
-        ephemeral_gb=body.ephemeral_gb, swap_mb=body.swap_mb, is_public=body.is_public,
-        description=body.description, extra_specs=body.extra_specs, flavor_id=body.id,
+        ctx,
+        name=body.name,
+        vcpus=body.vcpus,
+        ram_mb=body.ram_mb,
+        disk_gb=body.disk_gb,
+        ephemeral_gb=body.ephemeral_gb,
+        swap_mb=body.swap_mb,
+        is_public=body.is_public,
+        description=body.description,
+        extra_specs=body.extra_specs,
+        flavor_id=body.id,
         projects=body.projects,
     )
 
@@ -90,7 +109,7 @@ def list_flavors(
     limit: Limit = None,
     marker: Marker = None,
 ) -> FlavorList:
-    rows = svc.flavors.list(ctx, name=name, is_public=is_public, limit=limit, marker=marker)
+    rows = svc.flavors.list_flavors(ctx, name=name, is_public=is_public, limit=limit, marker=marker)
     return FlavorList(
         flavors=[FlavorOut.model_validate(r) for r in rows], next_marker=next_marker(rows, limit)
     )

@@ -67,7 +67,7 @@ def list_keypairs(
     limit: Limit = None,
     marker: Marker = None,
 ) -> KeypairList:
-    rows = svc.keypairs.list(ctx, user=user, name=name, limit=limit, marker=marker)
+    rows = svc.keypairs.list_keypairs(ctx, user=user, name=name, limit=limit, marker=marker)
     return KeypairList(
         keypairs=[KeypairOut.model_validate(r) for r in rows],
         next_marker=next_marker(rows, limit, key="name"),

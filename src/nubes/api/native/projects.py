@@ -9,7 +9,16 @@ from fastapi import APIRouter, Query, status
 from pydantic import BaseModel, computed_field
 
 from nubes.api.deps import Ctx, Svc
-from nubes.api.native.common import Description, Limit, Marker, Name, NameFilter, Out, Strict, next_marker
+from nubes.api.native.common import (
+    Description,
+    Limit,
+    Marker,
+    Name,
+    NameFilter,
+    Out,
+    Strict,
+    next_marker,
+)
 
 router = APIRouter(prefix="/v1/projects", tags=["projects"])
 
@@ -65,7 +74,7 @@ def list_projects(
     marker: Marker = None,
 ) -> ProjectList:
     enabled = None if status is None else status == "enabled"
-    rows = svc.projects.list(ctx, name=name, enabled=enabled, limit=limit, marker=marker)
+    rows = svc.projects.list_projects(ctx, name=name, enabled=enabled, limit=limit, marker=marker)
     return ProjectList(
         projects=[ProjectOut.model_validate(r) for r in rows], next_marker=next_marker(rows, limit)
     )

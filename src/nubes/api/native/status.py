@@ -46,7 +46,10 @@ def show_status(ctx: Ctx, svc: Svc) -> StatusOut:
         public_url=svc.settings.effective_public_url,
         uptime_seconds=round(time.time() - svc.started_at, 1),
         database=DatabaseOut(
-            engine=store.engine, url=store.url, revision=store.revision, head=store.head,
+            engine=store.engine,
+            url=store.url,
+            revision=store.revision,
+            head=store.head,
             reachable=store.reachable,
         ),
         counts=store.counts,

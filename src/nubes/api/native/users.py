@@ -66,8 +66,13 @@ class UserList(BaseModel):
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=UserOut)
 def create_user(body: UserCreate, ctx: Ctx, svc: Svc) -> object:
     return svc.users.create(
-        ctx, body.name, body.password, email=body.email, enabled=body.enabled,
-        project=body.project, role=body.role,
+        ctx,
+        body.name,
+        body.password,
+        email=body.email,
+        enabled=body.enabled,
+        project=body.project,
+        role=body.role,
     )
 
 
@@ -82,8 +87,12 @@ def list_users(
     marker: Marker = None,
 ) -> UserList:
     enabled = None if status is None else status == "enabled"
-    rows = svc.users.list(ctx, name=name, enabled=enabled, project=project, limit=limit, marker=marker)
-    return UserList(users=[UserOut.model_validate(r) for r in rows], next_marker=next_marker(rows, limit))
+    rows = svc.users.list_users(
+        ctx, name=name, enabled=enabled, project=project, limit=limit, marker=marker
+    )
+    return UserList(
+        users=[UserOut.model_validate(r) for r in rows], next_marker=next_marker(rows, limit)
+    )
 
 
 @router.get("/{user}", response_model=UserOut)
