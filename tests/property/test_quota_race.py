@@ -216,7 +216,10 @@ def reset(race: Race) -> None:
     assert reported_usage(race) == 0
 
 
-OPERATION = st.tuples(st.sampled_from(["create", "delete", "fail"]), st.sampled_from(NAMES))
+# Creates twice as likely as deletes or failures, so the limit is under pressure.
+OPERATION = st.tuples(
+    st.sampled_from(["create", "create", "delete", "fail"]), st.sampled_from(NAMES)
+)
 
 
 @settings(
@@ -228,7 +231,7 @@ OPERATION = st.tuples(st.sampled_from(["create", "delete", "fail"]), st.sampled_
     limit=st.integers(3, 5),
     thread_count=st.integers(4, 8),
     preload=st.lists(st.sampled_from(NAMES), unique=True, max_size=3),
-    ops=st.lists(OPERATION, min_size=4, max_size=32),
+    ops=st.lists(OPERATION, min_size=8, max_size=40),
 )
 def test_concurrent_creates_deletes_and_failures_respect_the_quota(
     race: Race, limit: int, thread_count: int, preload: list[str], ops: list[tuple[str, str]]
@@ -246,7 +249,6 @@ def test_concurrent_creates_deletes_and_failures_respect_the_quota(
 
     assert not tally.errors, f"unexpected errors: {tally.errors!r}"
     live = live_keypairs(race)
-    print(limit, thread_count, len(ops), dict(tally.outcomes), len(tally.live_seen), max(tally.live_seen, default=0), live)
     # Never over the limit, neither seen during the race nor at the end.
     assert max(tally.live_seen, default=0) <= limit
     assert all(0 <= u <= limit for u in tally.usage_seen), tally.usage_seen

@@ -97,6 +97,7 @@ class AuthService:
             cred.project_id,
             ("application_credential",),
             app_cred_id=cred.id,
+            delegated_roles=cred.roles,
             request_id=request_id,
         )
 
@@ -108,6 +109,7 @@ class AuthService:
         *,
         expires_at: float | None = None,
         app_cred_id: str | None = None,
+        delegated_roles: str | None = None,
         request_id: str | None = None,
     ) -> IssuedToken:
         with self.core.db.read() as session:
@@ -128,6 +130,8 @@ class AuthService:
                 select(Project).where(Project.name == target)
             )
             roles = _roles(session, user.id, proj.id) if proj else frozenset()
+            if delegated_roles is not None:
+                roles = _delegated(roles, delegated_roles)
             if proj is None or not roles:
                 raise NotAuthenticated(
                     f"user {user.name!r} has no role on project {target!r}",
@@ -193,10 +197,7 @@ class AuthService:
                     raise NotAuthenticated("the token's application credential was deleted")
                 if cred.expires_at is not None and cred.expires_at <= datetime.now(UTC):
                     raise NotAuthenticated("the token's application credential has expired")
-                # The credential carries at most the roles it was given, and never more than
-                # the user still holds (roles imply the lower ones).
-                delegated = {Role[r] for r in cred.roles.split(",") if r}
-                roles = frozenset(r for r in delegated if any(h >= r for h in roles))
+                roles = _delegated(roles, cred.roles)
         if not roles:
             raise NotAuthenticated("the token's user no longer has a role on its project")
         return _context(payload, user, proj, roles, request_id=request_id)
@@ -238,6 +239,13 @@ def _roles(session: Session, user_id: str, project_id: str) -> frozenset[Role]:
         )
     )
     return frozenset(Role[n] for n in names)
+
+
+def _delegated(held: frozenset[Role], delegated: str) -> frozenset[Role]:
+    """An application credential carries at most the roles it was given, and never more than
+    its user still holds (roles imply the lower ones)."""
+    given = {Role[r] for r in delegated.split(",") if r}
+    return frozenset(r for r in given if any(h >= r for h in held))
 
 
 def _context(
