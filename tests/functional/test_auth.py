@@ -78,7 +78,10 @@ def test_revoke_all_tokens_of_a_user(cloud):
     assert cloud.client.get("/v1/flavors", headers=t1).status_code == 401
     assert cloud.client.get("/v1/flavors", headers=t2).status_code == 401
     # a fresh login works again
-    assert cloud.client.get("/v1/flavors", headers=cloud.as_(cloud.token("u1", PASSWORD))).status_code == 200
+    assert (
+        cloud.client.get("/v1/flavors", headers=cloud.as_(cloud.token("u1", PASSWORD))).status_code
+        == 200
+    )
 
 
 def test_disabling_user_or_project_kills_tokens_at_once(cloud):
@@ -164,8 +167,12 @@ def test_validate_other_token(cloud):
 def test_expired_token_is_refused(cloud):
     ctx = cloud.services.auth.validate(cloud.token("admin", cloud.admin_password))
     past = TokenPayload(
-        user_id=ctx.user_id, project_id=ctx.project_id, audit_id="a" * 32,
-        issued_at=time.time() - 7200, expires_at=time.time() - 3600, methods=("password",),
+        user_id=ctx.user_id,
+        project_id=ctx.project_id,
+        audit_id="a" * 32,
+        issued_at=time.time() - 7200,
+        expires_at=time.time() - 3600,
+        methods=("password",),
     )
     token = cloud.services.core.codec.encrypt(past)
     r = cloud.client.get("/v1/flavors", headers=cloud.as_(token))
@@ -197,28 +204,42 @@ def test_application_credential_lifecycle(cloud):
     make_project(cloud, admin, "p1")
     u1 = make_user(cloud, admin, "u1", "p1")
     r = cloud.client.post(
-        "/v1/users/me/application-credentials", json={"name": "ci", "roles": ["reader"]},
+        "/v1/users/me/application-credentials",
+        json={"name": "ci", "roles": ["reader"]},
         headers=u1,
     )
     assert r.status_code == 201, r.text
     cred = r.json()
     r = cloud.client.post(
         "/v1/auth/tokens",
-        json={"application_credential_id": cred["id"], "application_credential_secret": cred["secret"]},
+        json={
+            "application_credential_id": cred["id"],
+            "application_credential_secret": cred["secret"],
+        },
     )
     assert r.status_code == 201, r.text
     assert r.json()["roles"] == ["reader"]
     app_token = cloud.as_(r.json()["token"])
-    assert cloud.client.post("/v1/keypairs", json={"name": "k"}, headers=app_token).status_code == 403
+    assert (
+        cloud.client.post("/v1/keypairs", json={"name": "k"}, headers=app_token).status_code == 403
+    )
     listed = cloud.client.get("/v1/users/me/application-credentials", headers=u1).json()
     assert [c["name"] for c in listed["application_credentials"]] == ["ci"]
     assert "secret" not in listed["application_credentials"][0]
     # revoking the credential kills the tokens it issued, on the next request
-    assert cloud.client.delete(f"/v1/users/me/application-credentials/{cred['id']}", headers=u1).status_code == 204
+    assert (
+        cloud.client.delete(
+            f"/v1/users/me/application-credentials/{cred['id']}", headers=u1
+        ).status_code
+        == 204
+    )
     assert cloud.client.get("/v1/flavors", headers=app_token).status_code == 401
     r = cloud.client.post(
         "/v1/auth/tokens",
-        json={"application_credential_id": cred["id"], "application_credential_secret": cred["secret"]},
+        json={
+            "application_credential_id": cred["id"],
+            "application_credential_secret": cred["secret"],
+        },
     )
     assert r.status_code == 401
 

@@ -19,8 +19,14 @@ def tenants(cloud):
     r1 = make_user(cloud, admin, "r1", "p1", role="reader")
     r = cloud.client.post(
         "/v1/flavors",
-        json={"name": "p2.secret", "vcpus": 1, "ram_mb": 256, "disk_gb": 1, "is_public": False,
-              "projects": ["p2"]},
+        json={
+            "name": "p2.secret",
+            "vcpus": 1,
+            "ram_mb": 256,
+            "disk_gb": 1,
+            "is_public": False,
+            "projects": ["p2"],
+        },
         headers=admin,
     )
     assert r.status_code == 201, r.text
@@ -72,7 +78,10 @@ def test_other_projects_are_not_found_and_not_listed(cloud, tenants):
     assert cloud.client.get("/v1/projects/p2", headers=u1).status_code == 404
     assert cloud.client.get("/v1/quotas/p2", headers=u1).status_code == 404
     assert cloud.client.get("/v1/users/u2", headers=u1).status_code == 404
-    assert cloud.client.get("/v1/role-assignments", params={"project": "p2"}, headers=u1).status_code == 404
+    assert (
+        cloud.client.get("/v1/role-assignments", params={"project": "p2"}, headers=u1).status_code
+        == 404
+    )
 
 
 def test_reader_can_list_but_not_create(cloud, tenants):

@@ -45,7 +45,10 @@ class Database:
     @contextmanager
     def transaction(self, *, write: bool = True) -> Iterator[Session]:
         """One unit of work: commit on success, roll back on any exception."""
-        session = self._sessions()
+        try:
+            session = self._sessions()
+        except OperationalError as exc:
+            raise Unavailable(f"database error: {exc.orig}") from exc
         try:
             if self.dialect == "sqlite":
                 session.connection(

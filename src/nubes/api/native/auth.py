@@ -13,6 +13,7 @@ from nubes.api.errors import request_id_of
 from nubes.api.native.common import Ref, Strict
 from nubes.domain.context import RequestContext
 from nubes.domain.errors import InvalidInput
+from nubes.identity import policy
 
 router = APIRouter(prefix="/v1/auth", tags=["auth"])
 
@@ -108,6 +109,7 @@ SubjectToken = Annotated[
 
 @router.get("/tokens", response_model=TokenInfo)
 def validate_token(ctx: Ctx, svc: Svc, request: Request, subject: SubjectToken = None) -> TokenInfo:
+    policy.enforce(ctx, "identity:token:validate")
     if subject is None:
         return _info(ctx)
     return _info(svc.auth.validate(subject, request_id=request_id_of(request)))

@@ -1,0 +1,67 @@
+"""The store: migrations equal the models, compare-and-swap, SQLite settings, bootstrap."""
+
+from __future__ import annotations
+
+import stat
+
+import pytest
+import yaml
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import select, text
+
+from nubes.controller.bootstrap import initialise
+from nubes.domain.errors import GenerationConflict
+from nubes.store.cas import compare_and_swap
+from nubes.store.migrate import current_revision, head_revision
+from nubes.store.models import Base, Flavor, Project
+
+
+def test_migrations_match_models(migrated):
+    assert current_revision(migrated) == head_revision()
+    with migrated.engine.connect() as conn:
+        diff = compare_metadata(
+            MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata
+        )
+    assert diff == []
+
+
+def test_compare_and_swap_detects_a_lost_update(cloud):
+    db = cloud.services.db
+    with db.transaction() as s:
+        flavor = s.scalar(select(Flavor).where(Flavor.name == "m1.tiny"))
+        seen = flavor.generation
+    with db.transaction() as s:
+        assert compare_and_swap(s, Flavor, flavor.id, seen, {"description": "first"}) == seen + 1
+    with pytest.raises(GenerationConflict), db.transaction() as s:
+        compare_and_swap(s, Flavor, flavor.id, seen, {"description": "second"})
+    with db.read() as s:
+        assert s.get(Flavor, flavor.id).description == "first"
+
+
+def test_sqlite_runs_in_wal_mode(cloud):
+    db = cloud.services.db
+    if db.dialect != "sqlite":
+        pytest.skip("SQLite-only setting; this run uses PostgreSQL")
+    with db.read() as s:
+        assert s.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        assert s.execute(text("PRAGMA foreign_keys")).scalar() == 1
+
+
+def test_bootstrap_is_idempotent_and_writes_private_files(cloud, settings):
+    first = cloud.admin_password
+    again = initialise(settings, cloud.services.db)
+    assert again.created is False
+    assert again.admin_password == first
+    with cloud.services.db.read() as s:
+        assert len(s.scalars(select(Project)).all()) == 1
+        assert len(s.scalars(select(Flavor)).all()) == 5
+    for name in ("admin-password", "admin-openrc.sh", "clouds.yaml", "credential.key"):
+        mode = stat.S_IMODE((settings.state_dir / name).stat().st_mode)
+        assert mode == 0o600, name
+    clouds = yaml.safe_load((settings.state_dir / "clouds.yaml").read_text())
+    assert clouds["clouds"]["nubes"]["auth"]["username"] == "admin"
+    assert clouds["clouds"]["nubes"]["auth"]["password"] == first
+    openrc = (settings.state_dir / "admin-openrc.sh").read_text()
+    assert f"export NUBES_URL=http://127.0.0.1:{settings.port}" in openrc
+    assert stat.S_IMODE(settings.state_dir.stat().st_mode) == 0o700
