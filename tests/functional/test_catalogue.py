@@ -67,6 +67,11 @@ def test_flavor_crud_extra_specs_and_access(cloud):
     assert r.status_code == 200, r.text
     assert r.json()["extra_specs"] == {"gpu": "1"}
     assert r.json()["generation"] == 2
+    r = cloud.client.patch(
+        "/v1/flavors/gpu-1", json={"description": None, "name": None}, headers=admin
+    )
+    assert r.status_code == 200, r.text  # null leaves a field as it is
+    assert r.json()["description"] == "for ML"
     r = cloud.client.patch("/v1/flavors/gpu-1", json={"vcpus": 2}, headers=admin)
     assert r.status_code == 400  # sizes are fixed once made
     r = cloud.client.delete("/v1/flavors/gpu-1/access/p1", headers=admin)

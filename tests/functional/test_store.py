@@ -39,13 +39,16 @@ def test_compare_and_swap_detects_a_lost_update(cloud):
         assert s.get(Flavor, flavor.id).description == "first"
 
 
-def test_sqlite_runs_in_wal_mode(cloud):
+def test_engine_settings(cloud):
+    """SQLite: WAL and foreign keys on. PostgreSQL: READ COMMITTED, which the guarded updates
+    are written for."""
     db = cloud.services.db
-    if db.dialect != "sqlite":
-        pytest.skip("SQLite-only setting; this run uses PostgreSQL")
     with db.read() as s:
-        assert s.execute(text("PRAGMA journal_mode")).scalar() == "wal"
-        assert s.execute(text("PRAGMA foreign_keys")).scalar() == 1
+        if db.dialect == "sqlite":
+            assert s.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+            assert s.execute(text("PRAGMA foreign_keys")).scalar() == 1
+        else:
+            assert s.execute(text("SHOW transaction_isolation")).scalar() == "read committed"
 
 
 def test_bootstrap_is_idempotent_and_writes_private_files(cloud, settings):
@@ -65,3 +68,17 @@ def test_bootstrap_is_idempotent_and_writes_private_files(cloud, settings):
     openrc = (settings.state_dir / "admin-openrc.sh").read_text()
     assert f"export NUBES_URL=http://127.0.0.1:{settings.port}" in openrc
     assert stat.S_IMODE(settings.state_dir.stat().st_mode) == 0o700
+
+
+def test_remembered_port_is_read_back(tmp_path):
+    from nubes.config import load_settings
+    from nubes.controller.bootstrap import remember
+
+    (tmp_path / "nubes.toml").write_text('log_level = "debug"\n[password_hashing]\ntime_cost = 3\n')
+    remember(tmp_path, port=9999, listen_host="127.0.0.1")
+    remember(tmp_path, port=9998)
+    settings = load_settings(tmp_path)
+    assert settings.port == 9998
+    assert settings.listen_host == "127.0.0.1"
+    assert settings.log_level == "debug"
+    assert settings.password_hashing.time_cost == 3

@@ -151,6 +151,11 @@ def _query_value(value: str | int | bool) -> str | int:
     return ("true" if value else "false") if isinstance(value, bool) else value
 
 
+def anonymous(url: str, token: str | None = None) -> ApiClient:
+    """A client for ``url`` with no credential resolution (login, logout)."""
+    return ApiClient(make_http(url), url, token)
+
+
 def connect(credentials: Credentials) -> ApiClient:
     """A client with a token: the given one, or one issued for the user name and password."""
     client = ApiClient(
@@ -169,10 +174,13 @@ def connect(credentials: Credentials) -> ApiClient:
     return client
 
 
+def global_options(ctx: typer.Context) -> GlobalOptions:
+    options = ctx.find_root().obj
+    return options if isinstance(options, GlobalOptions) else GlobalOptions()
+
+
 def api(ctx: typer.Context) -> ApiClient:
     """The client for a command, from the global options and the credential sources."""
-    root = ctx.find_root()
-    options = root.obj if isinstance(root.obj, GlobalOptions) else GlobalOptions()
-    client = connect(resolve(options))
-    root.call_on_close(client.http.close)
+    client = connect(resolve(global_options(ctx)))
+    ctx.find_root().call_on_close(client.http.close)
     return client

@@ -20,10 +20,14 @@ from nubes.cli.output import Column, Format, FormatOption, render_list, render_o
 user_app = typer.Typer(help="Users: create, list, show, change, delete.", no_args_is_help=True)
 project_app = typer.Typer(help="Projects (tenants).", no_args_is_help=True)
 role_app = typer.Typer(help="Roles and who holds them on which project.", no_args_is_help=True)
-token_app = typer.Typer(help="Tokens: issue, inspect, revoke; rotate the keys.", no_args_is_help=True)
+token_app = typer.Typer(
+    help="Tokens: issue, inspect, revoke; rotate the keys.", no_args_is_help=True
+)
 credential_app = typer.Typer(help="EC2 and application credentials.", no_args_is_help=True)
 ec2_app = typer.Typer(help="EC2 access/secret pairs.", no_args_is_help=True)
-app_cred_app = typer.Typer(help="Application credentials (secrets shown once).", no_args_is_help=True)
+app_cred_app = typer.Typer(
+    help="Application credentials (secrets shown once).", no_args_is_help=True
+)
 credential_app.add_typer(ec2_app, name="ec2")
 credential_app.add_typer(app_cred_app, name="app")
 
@@ -366,7 +370,9 @@ def token_issue(
             body["project"] = project
         issued = client.post(path("auth", "tokens"), json=body)
     assert issued is not None
-    render_one(issued, fmt, [("token", "Token"), *TOKEN_FIELDS])
+    render_one(issued, fmt, TOKEN_FIELDS)
+    if fmt is Format.table:  # on a line of its own, so that it copies whole
+        typer.echo(f"export NUBES_TOKEN={issued['token']}")
 
 
 @token_app.command("show")
@@ -446,7 +452,9 @@ def ec2_create(
 
 
 @ec2_app.command("list")
-def ec2_list(ctx: typer.Context, user: CredentialUser = "me", fmt: FormatOption = Format.table) -> None:
+def ec2_list(
+    ctx: typer.Context, user: CredentialUser = "me", fmt: FormatOption = Format.table
+) -> None:
     """List EC2 credentials."""
     rows = api(ctx).get(path("users", user, "ec2-credentials"))["ec2_credentials"]
     render_list(rows, EC2_COLUMNS, fmt)
@@ -503,7 +511,9 @@ def app_create(
 
 
 @app_cred_app.command("list")
-def app_list(ctx: typer.Context, user: CredentialUser = "me", fmt: FormatOption = Format.table) -> None:
+def app_list(
+    ctx: typer.Context, user: CredentialUser = "me", fmt: FormatOption = Format.table
+) -> None:
     """List application credentials (without secrets)."""
     rows = api(ctx).get(path("users", user, "application-credentials"))
     render_list(rows["application_credentials"], APP_COLUMNS, fmt)

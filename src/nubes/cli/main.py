@@ -31,6 +31,7 @@ def fail(message: str) -> NoReturn:
 class NubesGroup(TyperGroup):
     """The root group: every command runs inside its ``invoke``, so this catches them all."""
 
+    # typer.Context is what typer passes; the base class names typer's vendored click Context.
     def invoke(self, ctx: typer.Context) -> Any:  # type: ignore[override]
         try:
             return super().invoke(ctx)

@@ -48,6 +48,11 @@ def say(message: str, *, style: str | None = None) -> None:
     console().print(Text(message, style=style or ""), soft_wrap=True)
 
 
+def note(message: str) -> None:
+    """Information beside the output (stderr), so that stdout stays parseable."""
+    console(stderr=True).print(Text(message), soft_wrap=True)
+
+
 def warn(message: str) -> None:
     console(stderr=True).print(Text(message, style="yellow"), soft_wrap=True)
 
@@ -77,7 +82,9 @@ def render_list(items: Sequence[Mapping[str, Any]], columns: Sequence[Column], f
     if fmt is Format.json:
         print_json(list(items))
         return
-    table = Table(*(heading for _, heading in columns), show_lines=False)
+    table = Table(show_lines=False)
+    for _, heading in columns:
+        table.add_column(heading, overflow="fold")  # ids must stay whole when narrow
     for item in items:
         table.add_row(*(Text(cell(lookup(item, key))) for key, _ in columns))
     console().print(table)
@@ -90,7 +97,9 @@ def render_one(
         print_json(item)
         return
     chosen = fields or [(key, key) for key in item]
-    table = Table("Field", "Value", show_lines=False)
+    table = Table(show_lines=False)
+    table.add_column("Field")
+    table.add_column("Value", overflow="fold")
     for key, label in chosen:
         table.add_row(Text(label), Text(cell(lookup(item, key))))
     console().print(table)

@@ -7,7 +7,9 @@ interrupted ``nubes up`` is finished by the next one.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import secrets
 import shlex
 from dataclasses import dataclass
@@ -17,7 +19,7 @@ import yaml
 from sqlalchemy import select
 
 from nubes.compute.flavors import seed_default_flavors
-from nubes.config import Settings
+from nubes.config import CONFIG_FILE_NAME, Settings
 from nubes.domain.context import RequestContext
 from nubes.domain.roles import Role
 from nubes.identity import tokens
@@ -49,6 +51,27 @@ def write_private(path: Path, content: str) -> None:
         handle.write(content)
     os.chmod(tmp, 0o600)
     os.replace(tmp, path)
+
+
+def remember(state_dir: Path, **values: str | int | None) -> None:
+    """Keep values given on the command line (``nubes up --port``) in ``nubes.toml``, so a
+    later ``nubes up``, ``down`` or ``status`` without them finds the same cloud."""
+    given = {k: v for k, v in values.items() if v is not None}
+    if not given:
+        return
+    state_dir.mkdir(parents=True, exist_ok=True)
+    path = state_dir / CONFIG_FILE_NAME
+    lines = path.read_text().splitlines() if path.exists() else []
+    first_table = next((i for i, line in enumerate(lines) if line.lstrip().startswith("[")), len(lines))
+    top, tables = lines[:first_table], lines[first_table:]
+    for key, value in given.items():
+        rendered = f"{key} = {json.dumps(value)}"
+        matches = [i for i, line in enumerate(top) if re.match(rf"\s*{key}\s*=", line)]
+        if matches:
+            top[matches[0]] = rendered
+        else:
+            top.append(rendered)
+    path.write_text("\n".join(top + tables) + "\n")
 
 
 def initialise(settings: Settings, db: Database | None = None) -> InitResult:

@@ -10,6 +10,7 @@ from fastapi import Query
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from nubes.domain.names import NAME_MAX, NAME_RE, NAME_RULE
+from nubes.store.query import MAX_LIMIT
 
 
 def _check_name(value: str) -> str:
@@ -51,8 +52,10 @@ class Ref(BaseModel):
 
 
 def next_marker(items: Sequence[object], limit: int | None, key: str = "id") -> str | None:
-    """The marker for the next page, when this page is full."""
-    if not items or (limit is not None and len(items) < limit) or limit is None:
+    """The marker for the next page, when this page is full (``paginate`` caps every page at
+    MAX_LIMIT, so a list without ``limit`` is paged too)."""
+    page = min(limit or MAX_LIMIT, MAX_LIMIT)
+    if len(items) < page:
         return None
     return str(getattr(items[-1], key))
 

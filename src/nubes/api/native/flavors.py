@@ -122,7 +122,9 @@ def show_flavor(flavor: str, ctx: Ctx, svc: Svc) -> object:
 
 @router.patch("/{flavor}", response_model=FlavorOut)
 def update_flavor(flavor: str, body: FlavorUpdate, ctx: Ctx, svc: Svc) -> object:
-    return svc.flavors.update(ctx, flavor, body.model_dump(exclude_unset=True))
+    # null at the top level means "leave as is"; inside extra_specs it removes a key.
+    changes = {k: v for k, v in body.model_dump(exclude_unset=True).items() if v is not None}
+    return svc.flavors.update(ctx, flavor, changes)
 
 
 @router.delete("/{flavor}", status_code=status.HTTP_204_NO_CONTENT)
