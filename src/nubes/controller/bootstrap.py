@@ -62,7 +62,9 @@ def remember(state_dir: Path, **values: str | int | None) -> None:
     state_dir.mkdir(parents=True, exist_ok=True)
     path = state_dir / CONFIG_FILE_NAME
     lines = path.read_text().splitlines() if path.exists() else []
-    first_table = next((i for i, line in enumerate(lines) if line.lstrip().startswith("[")), len(lines))
+    first_table = next(
+        (i for i, line in enumerate(lines) if line.lstrip().startswith("[")), len(lines)
+    )
     top, tables = lines[:first_table], lines[first_table:]
     for key, value in given.items():
         rendered = f"{key} = {json.dumps(value)}"
