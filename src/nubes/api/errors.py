@@ -85,7 +85,7 @@ def install(app: FastAPI) -> None:
         details = []
         for err in exc.errors():
             field = _field(tuple(err.get("loc", ())))
-            msg = str(err.get("msg", "invalid"))
+            msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
             if err.get("type") == "json_invalid":
                 field, msg = "body", "is not valid JSON"
             details.append({"field": field, "message": msg})
