@@ -15,6 +15,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -22,12 +23,14 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from nubes.api.services import Services
 from nubes.domain.context import RequestContext
 from nubes.domain.errors import AlreadyExists, NotFound, QuotaExceeded
 from nubes.store import events
 from nubes.store.models import Event, Keypair, QuotaUsage
+from tests.conftest import Cloud
 
 NAMES = [f"key-{i}" for i in range(6)]
 # One real key per name, made once: key generation is not what is under test.
@@ -44,7 +47,6 @@ TIMEOUT = 60.0
 # SQLAlchemy only warns when an ORM DELETE matches no row (another transaction deleted it
 # first). Production runs with warnings as warnings, so these tests must too, to see what
 # production does with the data rather than stop at the warning.
-pytestmark = pytest.mark.filterwarnings("ignore:DELETE statement on table:sqlalchemy.exc.SAWarning")
 
 
 class InjectedFailure(Exception):
@@ -84,7 +86,7 @@ class Arena:
 
 
 @pytest.fixture
-def arena(cloud) -> Arena:
+def arena(cloud: Cloud) -> Arena:
     return Arena(cloud.services, cloud.admin_password)
 
 
@@ -154,7 +156,15 @@ class FailureInjector:
     def doomed(self) -> bool:
         return bool(getattr(self.local, "doomed", False))
 
-    def __call__(self, session, ctx, kind, resource_type, resource_id, **kwargs) -> None:
+    def __call__(
+        self,
+        session: Session,
+        ctx: RequestContext,
+        kind: str,
+        resource_type: str,
+        resource_id: str,
+        **kwargs: Any,
+    ) -> None:
         if kind == "keypair.created" and self.doomed():
             raise InjectedFailure(f"injected failure creating {resource_id}")
         self.real(session, ctx, kind, resource_type, resource_id, **kwargs)

@@ -17,7 +17,7 @@ from nubes.identity.core import IdentityCore
 from nubes.identity.users import find_user
 from nubes.store import events
 from nubes.store.models import Keypair
-from nubes.store.query import paginate
+from nubes.store.query import delete_row, paginate
 
 
 @dataclass(frozen=True)
@@ -141,8 +141,11 @@ class KeypairService:
             owner = self._owner_id(session, ctx, user)
             row = self._find(session, owner, name)
             policy.enforce(ctx, "compute:keypair:delete", owner_id=owner)
+            # Release first: it locks the usage row before the keypair row, the order create
+            # takes, so a delete and a create cannot deadlock.
             quotas.release(session, row.project_id, {"key_pairs": 1}, user_id=row.user_id)
-            session.delete(row)
+            if not delete_row(session, Keypair, row.id):
+                raise NotFound(f"no keypair {name!r}", code="nubes.keypair.not_found")
             events.record(
                 session,
                 ctx,

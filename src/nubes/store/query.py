@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-from sqlalchemy import Select, exists, select, tuple_
+from sqlalchemy import Select, delete, exists, select, tuple_
 from sqlalchemy.orm import Session
 
 from nubes.domain.errors import InvalidInput
@@ -40,3 +40,15 @@ def taken(session: Session, column: Any, value: object) -> bool:
     """Whether a row already has ``column == value`` (a friendly check before the unique
     constraint, which stays the real guard)."""
     return bool(session.scalar(select(exists().where(column == value))))
+
+
+def delete_row(session: Session, model: Any, primary_key: object) -> bool:
+    """Delete one row by id; False when a concurrent transaction deleted it first.
+
+    Under READ COMMITTED two transactions can both read a row and both "delete" it; only one
+    removes it. Anything given back on delete (quota) must be undone when this is False, which
+    the caller does by raising, so the transaction rolls back."""
+    result: Any = session.execute(
+        delete(model).where(model.id == primary_key).execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount == 1)
