@@ -1,7 +1,7 @@
 """Authentication: password, token (re-scope) and application-credential methods issue a
 token; ``validate`` turns a token into a :class:`RequestContext` on every request.
 
-Validation costs one decrypt and two indexed reads, and it reads live state each time, so a
+Validation costs one decrypt and one indexed statement, and it reads live state each time, so a
 revoked token, a disabled user or project, or a removed role takes effect on the very next
 request, on every controller.
 """
@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import exists, or_, select
+from sqlalchemy import and_, bindparam, exists, or_, select
 from sqlalchemy.orm import Session
 
 from nubes.domain.context import RequestContext
@@ -153,7 +153,12 @@ class AuthService:
             app_cred_id=app_cred_id,
         )
         token = self.core.codec.encrypt(payload)
-        return IssuedToken(token, _context(payload, user, proj, roles, request_id=request_id))
+        return IssuedToken(
+            token,
+            _context(
+                payload, user.name, proj.name, proj.is_admin_project, roles, request_id=request_id
+            ),
+        )
 
     # validating -----------------------------------------------------------------------------
 
@@ -161,46 +166,45 @@ class AuthService:
         payload = self.core.codec.decrypt(token)
         if payload.expires_at <= time.time():
             raise NotAuthenticated("the token has expired; authenticate again")
-        issued = datetime.fromtimestamp(payload.issued_at, UTC)
-        with self.core.db.read() as session:
-            row = session.execute(
-                select(User, Project)
-                .join(Project, Project.id == payload.project_id)
-                .where(User.id == payload.user_id)
-            ).first()
-            if row is None:
-                raise NotAuthenticated("the token's user or project no longer exists")
-            user, proj = row
-            revoked = session.scalar(
-                select(
-                    exists().where(
-                        or_(
-                            TokenRevocation.audit_id == payload.audit_id,
-                            (TokenRevocation.user_id == payload.user_id)
-                            & (TokenRevocation.issued_before >= issued),
-                            (TokenRevocation.project_id == payload.project_id)
-                            & (TokenRevocation.issued_before >= issued),
-                        )
-                    )
-                )
+        params = {
+            "uid": payload.user_id,
+            "pid": payload.project_id,
+            "aid": payload.audit_id,
+            "issued": datetime.fromtimestamp(payload.issued_at, UTC),
+        }
+        with self.core.db.connection() as conn:
+            rows = conn.execute(_VALIDATE, params).all()
+            cred = (
+                conn.execute(_APP_CREDENTIAL, {"cid": payload.app_cred_id}).first()
+                if payload.app_cred_id
+                else None
             )
-            if revoked:
-                raise NotAuthenticated("the token has been revoked")
-            if not user.enabled or not proj.enabled:
-                raise NotAuthenticated(
-                    "the token's user or project is disabled", code="nubes.auth.disabled"
-                )
-            roles = _roles(session, user.id, proj.id)
-            if payload.app_cred_id:
-                cred = session.get(ApplicationCredential, payload.app_cred_id)
-                if cred is None:
-                    raise NotAuthenticated("the token's application credential was deleted")
-                if cred.expires_at is not None and cred.expires_at <= datetime.now(UTC):
-                    raise NotAuthenticated("the token's application credential has expired")
-                roles = _delegated(roles, cred.roles)
+        if not rows:
+            raise NotAuthenticated("the token's user or project no longer exists")
+        first = rows[0]
+        if first.revoked:
+            raise NotAuthenticated("the token has been revoked")
+        if not first.user_enabled or not first.project_enabled:
+            raise NotAuthenticated(
+                "the token's user or project is disabled", code="nubes.auth.disabled"
+            )
+        roles = frozenset(Role[r.role] for r in rows if r.role is not None)
+        if payload.app_cred_id:
+            if cred is None:
+                raise NotAuthenticated("the token's application credential was deleted")
+            if cred.expires_at is not None and cred.expires_at <= datetime.now(UTC):
+                raise NotAuthenticated("the token's application credential has expired")
+            roles = _delegated(roles, cred.roles)
         if not roles:
             raise NotAuthenticated("the token's user no longer has a role on its project")
-        return _context(payload, user, proj, roles, request_id=request_id)
+        return _context(
+            payload,
+            first.user_name,
+            first.project_name,
+            first.is_admin_project,
+            roles,
+            request_id=request_id,
+        )
 
     # revoking -------------------------------------------------------------------------------
 
@@ -250,21 +254,59 @@ def _delegated(held: frozenset[Role], delegated: str) -> frozenset[Role]:
 
 def _context(
     payload: tokens.TokenPayload,
-    user: User,
-    project: Project,
+    user_name: str,
+    project_name: str,
+    is_admin_project: bool,
     roles: frozenset[Role],
     *,
     request_id: str | None,
 ) -> RequestContext:
     return RequestContext(
-        user_id=user.id,
-        project_id=project.id,
+        user_id=payload.user_id,
+        project_id=payload.project_id,
         roles=roles,
-        is_cloud_admin=project.is_admin_project and Role.admin in roles,
+        is_cloud_admin=is_admin_project and Role.admin in roles,
         request_id=request_id,
         audit_id=payload.audit_id,
-        user_name=user.name,
-        project_name=project.name,
+        user_name=user_name,
+        project_name=project_name,
         expires_at=payload.expires_at,
         methods=payload.methods,
     )
+
+
+# Validation runs on every request: one statement, built once. Rows: one per role the user
+# holds on the project (a NULL role when none), each carrying the user and project state and
+# whether a revocation event matches the token.
+_U = User.__table__
+_P = Project.__table__
+_RA = RoleAssignment.__table__
+_REV = TokenRevocation.__table__
+_AC = ApplicationCredential.__table__
+_ISSUED = bindparam("issued", type_=_REV.c.issued_before.type)
+_VALIDATE = (
+    select(
+        _U.c.name.label("user_name"),
+        _U.c.enabled.label("user_enabled"),
+        _P.c.name.label("project_name"),
+        _P.c.enabled.label("project_enabled"),
+        _P.c.is_admin_project,
+        _RA.c.role,
+        exists()
+        .where(
+            or_(
+                _REV.c.audit_id == bindparam("aid"),
+                and_(_REV.c.user_id == bindparam("uid"), _REV.c.issued_before >= _ISSUED),
+                and_(_REV.c.project_id == bindparam("pid"), _REV.c.issued_before >= _ISSUED),
+            )
+        )
+        .label("revoked"),
+    )
+    .select_from(
+        _U.join(_P, _P.c.id == bindparam("pid")).outerjoin(
+            _RA, and_(_RA.c.user_id == _U.c.id, _RA.c.project_id == _P.c.id)
+        )
+    )
+    .where(_U.c.id == bindparam("uid"))
+)
+_APP_CREDENTIAL = select(_AC.c.roles, _AC.c.expires_at).where(_AC.c.id == bindparam("cid"))

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine, event
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -64,6 +64,16 @@ class Database:
             raise
         finally:
             session.close()
+
+    @contextmanager
+    def connection(self) -> Iterator[Connection]:
+        """A Core connection for hot read paths (token validation): no ORM session to build.
+        Rolled back on exit; never use it to write."""
+        try:
+            with self.engine.connect() as conn:
+                yield conn
+        except OperationalError as exc:
+            raise Unavailable(f"database error: {exc.orig}") from exc
 
     def read(self) -> Any:
         return self.transaction(write=False)
