@@ -11,7 +11,7 @@ import typer
 from typer.core import TyperGroup
 
 import nubes
-from nubes.cli import cloud, flavor, identity, keypair, quota
+from nubes.cli import cloud, flavor, identity, keypair, quota, tokens
 from nubes.cli.credentials import GlobalOptions
 from nubes.cli.errors import CliError
 from nubes.controller.process import ControllerError
@@ -84,8 +84,8 @@ cloud.register(app)
 app.add_typer(identity.user_app, name="user")
 app.add_typer(identity.project_app, name="project")
 app.add_typer(identity.role_app, name="role")
-app.add_typer(identity.token_app, name="token")
-app.add_typer(identity.credential_app, name="credential")
+app.add_typer(tokens.token_app, name="token")
+app.add_typer(tokens.credential_app, name="credential")
 app.add_typer(quota.app, name="quota")
 app.add_typer(flavor.app, name="flavor")
 app.add_typer(keypair.app, name="keypair")
