@@ -4,15 +4,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEBIAN_PACKAGES=(python3 python3-venv python3-dev gcc make)
+# Debian packages: scripts/debian-packages.txt, one per line (# comments allowed).
+mapfile -t DEBIAN_PACKAGES < <(sed -e 's/#.*//' -e '/^[[:space:]]*$/d' scripts/debian-packages.txt)
 
 missing=()
 for pkg in "${DEBIAN_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
 # A python3 that can already make virtualenvs (for example a pyenv build) needs no Debian one.
-if python3 -c 'import venv, ensurepip' 2>/dev/null && command -v gcc >/dev/null && command -v make >/dev/null; then
-  missing=()
+if python3 -c 'import venv, ensurepip' 2>/dev/null; then
+  filtered=()
+  for pkg in "${missing[@]}"; do
+    case $pkg in python3|python3-venv|python3-dev) ;; *) filtered+=("$pkg") ;; esac
+  done
+  missing=("${filtered[@]}")
 fi
 if ((${#missing[@]})); then
   if [[ $(id -u) -ne 0 ]]; then
