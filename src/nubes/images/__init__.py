@@ -1,0 +1,1 @@
+"""Images: the registry (Glance semantics, later issue), image files, and builders."""
