@@ -85,6 +85,15 @@ class Settings(BaseModel):
         default_factory=lambda: dict(QUOTA_RESOURCES),
         description="Per-project limits for new projects (-1: unlimited); key_pairs is per user.",
     )
+    instance_boot_timeout_seconds: int = Field(
+        600, ge=10, description="An instance not running this long after create goes to error."
+    )
+    instance_action_timeout_seconds: int = Field(
+        300, ge=10, description="Deadline of start, stop, reboot and delete."
+    )
+    cpu_allocation_ratio: float = Field(16.0, gt=0, description="vCPUs per host CPU.")
+    ram_allocation_ratio: float = Field(1.5, gt=0, description="Guest RAM per host RAM.")
+    disk_allocation_ratio: float = Field(1.0, gt=0, description="Guest disk per host disk.")
     log_level: str = Field("info", description="debug, info, warning or error.")
 
     @field_validator("default_quotas")

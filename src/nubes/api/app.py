@@ -7,13 +7,20 @@ under their own prefixes here.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
 from fastapi import FastAPI
 from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
 import nubes
-from nubes.api import errors
+from nubes.api import agentface, errors
 from nubes.api.middleware import (
     BodyLimitMiddleware,
     Metrics,
@@ -23,13 +30,45 @@ from nubes.api.middleware import (
 from nubes.api.native import ROUTERS
 from nubes.api.services import Services
 
+log = logging.getLogger("nubes.api")
+
 DESCRIPTION = """The native nubes API. Authenticate with `POST /v1/auth/tokens`, then send the
 token as `X-Auth-Token`. Errors are `{"error": {"code", "message", "request_id"}}` with stable
 codes (docs/errors.md)."""
 
 
-def create_app(services: Services) -> FastAPI:
+LOOP_SECONDS = 2.0
+
+
+async def _run_loops(services: Services) -> None:
+    """The controller's own loops: hosts that missed heartbeats go to error, overdue
+    instance tasks go to error. Idempotent and cheap, so every controller may run them."""
+    loops: dict[str, Callable[[], object]] = {
+        "host-monitor": services.hosts.check_heartbeats,
+        "task-deadlines": services.instances.expire_tasks,
+    }
+    while True:
+        for name, step in loops.items():
+            try:
+                await asyncio.to_thread(step)
+                services.loops[name] = time.time()
+            except Exception:
+                log.exception("controller loop %s failed; retrying", name)
+        await asyncio.sleep(LOOP_SECONDS)
+
+
+def create_app(services: Services, *, run_loops: bool = True) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        task = asyncio.create_task(_run_loops(services)) if run_loops else None
+        yield
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
     app = FastAPI(
+        lifespan=lifespan,
         title="nubes",
         version=nubes.__version__,
         description=DESCRIPTION,
@@ -43,6 +82,7 @@ def create_app(services: Services) -> FastAPI:
     errors.install(app)
     for router in ROUTERS:
         app.include_router(router)
+    app.include_router(agentface.router)
 
     @app.get("/healthz", response_class=PlainTextResponse, tags=["health"])
     def healthz() -> str:
@@ -56,7 +96,11 @@ def create_app(services: Services) -> FastAPI:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     # add_middleware wraps: the last added is the outermost.
-    app.add_middleware(BodyLimitMiddleware, max_bytes=services.settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=services.settings.max_body_bytes,
+        exempt=r"^/v1/images/[^/]+/file$",
+    )
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(RequestIdMiddleware)
     return app

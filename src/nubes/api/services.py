@@ -6,14 +6,18 @@ import time
 from dataclasses import dataclass, field
 
 from nubes.compute.flavors import FlavorService
+from nubes.compute.instances import InstanceService
 from nubes.compute.keypairs import KeypairService
+from nubes.compute.notify import Notifier
 from nubes.config import Settings
+from nubes.hosts.service import HostService
 from nubes.identity.auth import AuthService
 from nubes.identity.core import IdentityCore
 from nubes.identity.credentials import CredentialService
 from nubes.identity.projects import ProjectService
 from nubes.identity.quota_service import QuotaService
 from nubes.identity.users import UserService
+from nubes.images.service import ImageService
 from nubes.store.db import Database
 
 
@@ -29,12 +33,19 @@ class Services:
     quotas: QuotaService
     flavors: FlavorService
     keypairs: KeypairService
+    hosts: HostService
+    images: ImageService
+    instances: InstanceService
+    notifier: Notifier
     started_at: float = field(default_factory=time.time)
+    #: name of each controller loop → time of its last successful run (for `service list`)
+    loops: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def build(cls, settings: Settings, db: Database | None = None) -> Services:
         db = db or Database(settings.effective_database_url)
         core = IdentityCore.build(db, settings)
+        notifier = Notifier()
         return cls(
             settings=settings,
             db=db,
@@ -46,4 +57,8 @@ class Services:
             quotas=QuotaService(core),
             flavors=FlavorService(core),
             keypairs=KeypairService(core),
+            hosts=HostService(core),
+            images=ImageService(core),
+            instances=InstanceService(core, notifier),
+            notifier=notifier,
         )

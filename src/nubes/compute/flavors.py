@@ -61,18 +61,23 @@ def _visible_clause(ctx: RequestContext) -> Any:
     )
 
 
+def find_flavor(session: Session, ctx: RequestContext, ref: str) -> Flavor:
+    """By id or name, among the flavors ``ctx`` can see; 404 otherwise."""
+    visible = _visible_clause(ctx)
+    row = session.scalar(select(Flavor).where(Flavor.id == ref, visible)) or session.scalar(
+        select(Flavor).where(Flavor.name == ref, visible)
+    )
+    if row is None:
+        raise NotFound(f"no flavor {ref!r}", code="nubes.flavor.not_found")
+    return row
+
+
 class FlavorService:
     def __init__(self, core: IdentityCore) -> None:
         self.core = core
 
     def _find(self, session: Session, ctx: RequestContext, ref: str) -> Flavor:
-        visible = _visible_clause(ctx)
-        row = session.scalar(select(Flavor).where(Flavor.id == ref, visible)) or session.scalar(
-            select(Flavor).where(Flavor.name == ref, visible)
-        )
-        if row is None:
-            raise NotFound(f"no flavor {ref!r}", code="nubes.flavor.not_found")
-        return row
+        return find_flavor(session, ctx, ref)
 
     def create(
         self,

@@ -72,6 +72,26 @@ RULES: dict[str, Rule] = {
     "compute:keypair:show": Rule.owner_reader,
     "compute:keypair:create": Rule.owner_member,
     "compute:keypair:delete": Rule.owner_member,
+    "compute:instance:create": Rule.member,
+    "compute:instance:list": Rule.reader,
+    "compute:instance:show": Rule.reader,
+    "compute:instance:action": Rule.member,
+    "compute:instance:delete": Rule.member,
+    "compute:instance:console": Rule.member,
+    # images (minimal registry; the image service is a later issue)
+    "images:image:create": Rule.member,
+    "images:image:publicize": Rule.admin,
+    "images:image:list": Rule.authenticated,
+    "images:image:show": Rule.authenticated,
+    "images:image:upload": Rule.member,
+    "images:image:delete": Rule.member,
+    # hosts
+    "hosts:join_token:create": Rule.admin,
+    "hosts:host:list": Rule.admin,
+    "hosts:host:show": Rule.admin,
+    "hosts:host:update": Rule.admin,
+    "hosts:host:delete": Rule.admin,
+    "hosts:service:list": Rule.admin,
 }
 
 

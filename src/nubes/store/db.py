@@ -9,7 +9,7 @@ guarded by conditional updates and unique constraints, never by hoping.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +75,8 @@ class Database:
         except OperationalError as exc:
             raise Unavailable(f"database error: {exc.orig}") from exc
 
-    def read(self) -> Any:
+    def read(self) -> AbstractContextManager[Session]:
+        """A read-only unit of work (on SQLite a deferred BEGIN: readers never queue)."""
         return self.transaction(write=False)
 
     def dispose(self) -> None:

@@ -254,3 +254,124 @@ class Setting(Base):
 
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
+
+
+class Counter(Base):
+    """Monotonic counters (host names node-1, node-2, …), bumped with a guarded UPDATE."""
+
+    __tablename__ = "counters"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class HostJoinToken(Base):
+    """A token a new compute node presents to join. Only a hash of its secret is kept."""
+
+    __tablename__ = "host_join_tokens"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    uses_left: Mapped[int] = mapped_column(Integer, default=1)
+    expires_at: Mapped[datetime] = mapped_column()
+    created_by: Mapped[str | None] = mapped_column(String(32), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Host(Base, Timestamped, Versioned):
+    """A compute node. Allocations are changed only by compare-and-swap on ``generation``,
+    so two concurrent placements can never overbook it."""
+
+    __tablename__ = "hosts"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    state: Mapped[str] = mapped_column(String(16), default="init")
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    disabled_reason: Mapped[str] = mapped_column(Text, default="")
+    address: Mapped[str] = mapped_column(String(255), default="")
+    driver: Mapped[str] = mapped_column(String(16))
+    arch: Mapped[str] = mapped_column(String(16), default="x86_64")
+    vcpus: Mapped[int] = mapped_column(Integer, default=0)
+    ram_mb: Mapped[int] = mapped_column(Integer, default=0)
+    disk_gb: Mapped[int] = mapped_column(Integer, default=0)
+    allocated_vcpus: Mapped[int] = mapped_column(Integer, default=0)
+    allocated_ram_mb: Mapped[int] = mapped_column(Integer, default=0)
+    allocated_disk_gb: Mapped[int] = mapped_column(Integer, default=0)
+    capabilities: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    credential_hash: Mapped[str] = mapped_column(String(64))
+    last_seen: Mapped[datetime | None] = mapped_column(default=None)
+    error: Mapped[str] = mapped_column(Text, default="")
+
+
+class Image(Base, Timestamped):
+    """Minimal image records (the full image service is a later issue). One image may carry a
+    disk file (VMs) and a rootfs tarball (containers)."""
+
+    __tablename__ = "images"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=lambda: str(uuid.uuid4()))
+    name: Mapped[str] = mapped_column(String(64), index=True)
+    project_id: Mapped[str] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), index=True
+    )
+    visibility: Mapped[str] = mapped_column(String(16), default="private")
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    disk_format: Mapped[str] = mapped_column(String(16), default="qcow2")
+    container_format: Mapped[str] = mapped_column(String(16), default="bare")
+    disk_path: Mapped[str | None] = mapped_column(Text, default=None)
+    disk_checksum: Mapped[str | None] = mapped_column(String(64), default=None)
+    disk_size: Mapped[int] = mapped_column(BigInteger, default=0)
+    rootfs_path: Mapped[str | None] = mapped_column(Text, default=None)
+    rootfs_checksum: Mapped[str | None] = mapped_column(String(64), default=None)
+    rootfs_size: Mapped[int] = mapped_column(BigInteger, default=0)
+    properties: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class Instance(Base, Timestamped, Versioned):
+    """A VM or container. ``desired_power`` is the API's wish; ``state`` and
+    ``observed_power`` are what the agent reports; ``task`` is the one action in flight."""
+
+    __tablename__ = "instances"
+    __table_args__ = (Index("ix_instances_host_state", "host_id", "state"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=lambda: str(uuid.uuid4()))
+    name: Mapped[str] = mapped_column(String(64), index=True)
+    project_id: Mapped[str] = mapped_column(
+        ForeignKey("projects.id", ondelete="RESTRICT"), index=True
+    )
+    user_id: Mapped[str] = mapped_column(String(32))
+    flavor_id: Mapped[str] = mapped_column(String(64))
+    vcpus: Mapped[int] = mapped_column(Integer)
+    ram_mb: Mapped[int] = mapped_column(Integer)
+    disk_gb: Mapped[int] = mapped_column(Integer)
+    image_id: Mapped[str] = mapped_column(String(36))
+    image_kind: Mapped[str] = mapped_column(String(16))
+    keypair_name: Mapped[str | None] = mapped_column(String(64), default=None)
+    public_key: Mapped[str | None] = mapped_column(Text, default=None)
+    user_data: Mapped[str | None] = mapped_column(Text, default=None)
+    instance_metadata: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+    host_id: Mapped[str | None] = mapped_column(
+        ForeignKey("hosts.id", ondelete="SET NULL"), default=None, index=True
+    )
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    desired_power: Mapped[str] = mapped_column(String(16), default="running")
+    observed_power: Mapped[str] = mapped_column(String(16), default="absent")
+    task: Mapped[str | None] = mapped_column(String(32), default=None)
+    task_deadline: Mapped[datetime | None] = mapped_column(default=None)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    console: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    launched_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class ConsoleLog(Base):
+    """The tail of an instance's console, as last sent by its agent."""
+
+    __tablename__ = "console_logs"
+
+    instance_id: Mapped[str] = mapped_column(
+        ForeignKey("instances.id", ondelete="CASCADE"), primary_key=True
+    )
+    text: Mapped[str] = mapped_column(Text, default="")
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -4,10 +4,13 @@ from nubes.api.native import (
     auth,
     credentials,
     flavors,
+    hosts,
+    images,
     keypairs,
     projects,
     quotas,
     roles,
+    servers,
     status,
     users,
 )
@@ -21,5 +24,8 @@ ROUTERS = [
     quotas.router,
     flavors.router,
     keypairs.router,
+    hosts.router,
+    images.router,
+    servers.router,
     status.router,
 ]

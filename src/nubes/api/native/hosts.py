@@ -1,0 +1,141 @@
+"""/v1/hosts, /v1/host-tokens and /v1/services (cloud admins)."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, status
+from pydantic import BaseModel, Field
+
+from nubes.api.deps import Ctx, Svc
+from nubes.api.native.common import Limit, Marker, NameFilter, Out, Strict, next_marker
+from nubes.hosts.service import HEARTBEAT_SECONDS, MISSED_HEARTBEATS
+from nubes.identity import policy
+
+router = APIRouter(tags=["hosts"])
+
+
+class JoinTokenCreate(Strict):
+    uses: int = Field(1, ge=1, le=10000)
+    expires_seconds: int = Field(3600, ge=60, le=30 * 86400)
+
+
+class JoinTokenOut(BaseModel):
+    token: str = Field(description="Give it to `nubes agent join URL --token`; shown once.")
+    id: str
+    uses: int
+    expires_at: datetime
+
+
+class HostOut(Out):
+    id: str
+    name: str
+    state: str
+    enabled: bool
+    disabled_reason: str
+    address: str
+    driver: str
+    arch: str
+    vcpus: int
+    ram_mb: int
+    disk_gb: int
+    allocated_vcpus: int
+    allocated_ram_mb: int
+    allocated_disk_gb: int
+    capabilities: dict[str, Any]
+    metrics: dict[str, Any]
+    last_seen: datetime | None
+    error: str
+    created_at: datetime
+
+
+class HostList(BaseModel):
+    hosts: list[HostOut]
+    next_marker: str | None
+
+
+class HostUpdate(Strict):
+    enabled: bool
+    reason: str = Field("", max_length=255)
+
+
+class ServiceOut(BaseModel):
+    name: str
+    host: str
+    kind: str
+    state: str  # up | down
+    last_seen: datetime | None
+    detail: str
+
+
+class ServiceList(BaseModel):
+    services: list[ServiceOut]
+
+
+@router.post("/v1/host-tokens", status_code=status.HTTP_201_CREATED, response_model=JoinTokenOut)
+def create_join_token(body: JoinTokenCreate, ctx: Ctx, svc: Svc) -> JoinTokenOut:
+    made = svc.hosts.create_join_token(ctx, uses=body.uses, ttl_seconds=body.expires_seconds)
+    return JoinTokenOut(token=made.token, id=made.id, uses=made.uses, expires_at=made.expires_at)
+
+
+@router.get("/v1/hosts", response_model=HostList)
+def list_hosts(
+    ctx: Ctx, svc: Svc, name: NameFilter = None, limit: Limit = None, marker: Marker = None
+) -> HostList:
+    rows = svc.hosts.list_hosts(ctx, name=name, limit=limit, marker=marker)
+    return HostList(
+        hosts=[HostOut.model_validate(r) for r in rows], next_marker=next_marker(rows, limit)
+    )
+
+
+@router.get("/v1/hosts/{host}", response_model=HostOut)
+def show_host(host: str, ctx: Ctx, svc: Svc) -> object:
+    return svc.hosts.get(ctx, host)
+
+
+@router.patch("/v1/hosts/{host}", response_model=HostOut)
+def update_host(host: str, body: HostUpdate, ctx: Ctx, svc: Svc) -> object:
+    return svc.hosts.set_enabled(ctx, host, body.enabled, body.reason)
+
+
+@router.delete("/v1/hosts/{host}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_host(host: str, ctx: Ctx, svc: Svc) -> None:
+    svc.hosts.delete(ctx, host)
+
+
+@router.get("/v1/services", response_model=ServiceList)
+def list_services(ctx: Ctx, svc: Svc) -> ServiceList:
+    """The controller's loops and every agent, each up or down (`nova-manage service list`)."""
+    policy.enforce(ctx, "hosts:service:list")
+    now = time.time()
+    stale = HEARTBEAT_SECONDS * MISSED_HEARTBEATS
+    rows = [
+        ServiceOut(
+            name=name,
+            host="controller",
+            kind="controller-loop",
+            state="up" if now - last < stale else "down",
+            last_seen=datetime.fromtimestamp(last).astimezone(),
+            detail="",
+        )
+        for name, last in sorted(svc.loops.items())
+    ]
+    for host in svc.hosts.list_hosts(ctx):
+        up = (
+            host.state == "monitored"
+            and host.last_seen is not None
+            and (now - host.last_seen.timestamp() < stale)
+        )
+        rows.append(
+            ServiceOut(
+                name="agent",
+                host=host.name,
+                kind=host.driver,
+                state="up" if up else "down",
+                last_seen=host.last_seen,
+                detail=host.error or ("" if host.enabled else f"disabled {host.disabled_reason}"),
+            )
+        )
+    return ServiceList(services=rows)

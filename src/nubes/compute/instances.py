@@ -1,0 +1,428 @@
+"""Instances: create (quota + placement + record in one transaction), actions, delete, and
+the other half of the loop — what agents report.
+
+Desired state (``desired_power``: running | stopped | deleted, and ``task``: the one action in
+flight) is written here by the API; observed state (``observed_power``) and the lifecycle
+``state`` move only when an agent reports, along ``nubes.domain.states.INSTANCE``. Every task
+has a deadline; :meth:`InstanceService.expire_tasks` turns an overdue one into ``error`` with a
+reason, so nothing stays in a transitional state forever (a dead agent or controller included).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from nubes.compute.flavors import find_flavor
+from nubes.compute.notify import Notifier
+from nubes.compute.placement import PlacementRequest, claim, release
+from nubes.domain.context import RequestContext
+from nubes.domain.errors import Conflict, InvalidInput, NotFound
+from nubes.domain.states import INSTANCE
+from nubes.identity import policy, quotas
+from nubes.identity.core import IdentityCore
+from nubes.store import events
+from nubes.store.models import ConsoleLog, Host, Image, Instance, Keypair, utcnow
+from nubes.store.query import paginate
+
+log = logging.getLogger("nubes.compute")
+
+#: The order an instance passes through on its way up; reports may skip steps, the record
+#: does not (each step is a legal transition and an event).
+BOOT_PATH = ("pending", "scheduled", "building", "booting", "running")
+ACTIONS = {
+    # action: (states it is allowed from, desired power, next state)
+    "start": (("stopped",), "running", "booting"),
+    "stop": (("running",), "stopped", "stopping"),
+    "reboot": (("running",), "running", "rebooting"),
+    "reboot_hard": (("running",), "running", "rebooting"),
+}
+MAX_USER_DATA = 65536
+MAX_CONSOLE = 65536
+
+
+def _not_found(ref: str) -> NotFound:
+    return NotFound(f"no instance {ref!r}", code="nubes.instance.not_found")
+
+
+@dataclass(frozen=True)
+class Report:
+    """What an agent saw of one instance."""
+
+    power: str  # absent | stopped | running | paused | crashed
+    phase: str | None = None  # building | booting while it works on a create or start
+    completed_task: str | None = None
+    error: str | None = None
+    console: dict[str, Any] | None = None
+    console_log: str | None = None
+
+
+class InstanceService:
+    def __init__(self, core: IdentityCore, notifier: Notifier) -> None:
+        self.core = core
+        self.notifier = notifier
+
+    # queries ------------------------------------------------------------------------------
+
+    def _find(self, session: Session, ctx: RequestContext, ref: str) -> Instance:
+        scope = select(Instance).where(Instance.state != "deleted")
+        if not ctx.is_cloud_admin:
+            scope = scope.where(Instance.project_id == ctx.project_id)
+        row = session.scalar(scope.where(Instance.id == ref))
+        if row is None:
+            matches = list(session.scalars(scope.where(Instance.name == ref).limit(2)))
+            if len(matches) > 1:
+                raise Conflict(
+                    f"several instances are named {ref!r}; use the id",
+                    code="nubes.instance.invalid_state",
+                )
+            row = matches[0] if matches else None
+        if row is None:
+            raise _not_found(ref)
+        return row
+
+    def list_instances(
+        self,
+        ctx: RequestContext,
+        *,
+        name: str | None = None,
+        status: str | None = None,
+        all_projects: bool = False,
+        limit: int | None = None,
+        marker: str | None = None,
+    ) -> list[Instance]:
+        policy.enforce(ctx, "compute:instance:list", project_id=ctx.project_id)
+        stmt = select(Instance)
+        if not (ctx.is_cloud_admin and all_projects):
+            stmt = stmt.where(Instance.project_id == ctx.project_id)
+        stmt = (
+            stmt.where(Instance.state == status)
+            if status
+            else stmt.where(Instance.state != "deleted")
+        )
+        if name is not None:
+            stmt = stmt.where(Instance.name == name)
+        with self.core.db.read() as session:
+            return paginate(
+                session,
+                stmt,
+                Instance,
+                limit=limit,
+                marker=marker,
+                sort_column=Instance.created_at,
+            )
+
+    def get(self, ctx: RequestContext, ref: str) -> Instance:
+        with self.core.db.read() as session:
+            row = self._find(session, ctx, ref)
+        policy.enforce(ctx, "compute:instance:show", project_id=row.project_id)
+        return row
+
+    def console_log(self, ctx: RequestContext, ref: str) -> str:
+        with self.core.db.read() as session:
+            row = self._find(session, ctx, ref)
+            policy.enforce(ctx, "compute:instance:console", project_id=row.project_id)
+            console = session.get(ConsoleLog, row.id)
+            return console.text if console else ""
+
+    # create -------------------------------------------------------------------------------
+
+    def create(
+        self,
+        ctx: RequestContext,
+        name: str,
+        *,
+        flavor: str,
+        image: str,
+        keypair: str | None = None,
+        user_data: str | None = None,
+        metadata: dict[str, str] | None = None,
+        count: int = 1,
+    ) -> list[Instance]:
+        """Record, charge and place ``count`` instances in one transaction. An instance no host
+        can take is created in ``error`` with the reason (as Nova does), so the user sees why."""
+        policy.enforce(ctx, "compute:instance:create", project_id=ctx.project_id)
+        if not 1 <= count <= 100:
+            raise InvalidInput("count: 1 to 100")
+        if user_data is not None and len(user_data.encode()) > MAX_USER_DATA:
+            raise InvalidInput(f"user_data: at most {MAX_USER_DATA} bytes")
+        assert ctx.project_id is not None
+        assert ctx.user_id is not None
+        settings = self.core.settings
+        placed_hosts: set[str] = set()
+        with self.core.db.transaction() as session:
+            size = find_flavor(session, ctx, flavor)
+            img = _find_image(session, ctx, image)
+            public_key = None
+            if keypair is not None:
+                key = session.scalar(
+                    select(Keypair).where(Keypair.user_id == ctx.user_id, Keypair.name == keypair)
+                )
+                if key is None:
+                    raise NotFound(f"no keypair {keypair!r}", code="nubes.keypair.not_found")
+                public_key = key.public_key
+            quotas.charge(
+                session,
+                ctx.project_id,
+                {"instances": count, "cores": count * size.vcpus, "ram": count * size.ram_mb},
+                settings.default_quotas,
+            )
+            kinds = _image_kinds(img)
+            rows: list[Instance] = []
+            for index in range(count):
+                row = Instance(
+                    name=name if count == 1 else f"{name}-{index + 1}",
+                    project_id=ctx.project_id,
+                    user_id=ctx.user_id,
+                    flavor_id=size.id,
+                    vcpus=size.vcpus,
+                    ram_mb=size.ram_mb,
+                    disk_gb=size.disk_gb,
+                    image_id=img.id,
+                    image_kind="disk",
+                    keypair_name=keypair,
+                    public_key=public_key,
+                    user_data=user_data,
+                    instance_metadata=metadata or {},
+                    task="create",
+                    task_deadline=utcnow()
+                    + timedelta(seconds=settings.instance_boot_timeout_seconds),
+                )
+                session.add(row)
+                session.flush()
+                events.record(
+                    session,
+                    ctx,
+                    "instance.created",
+                    "instance",
+                    row.id,
+                    project_id=row.project_id,
+                    payload={"name": row.name},
+                )
+                request = PlacementRequest(row.vcpus, row.ram_mb, row.disk_gb, kinds)
+                outcome = claim(session, request, settings)
+                if outcome.host is None:
+                    self._fail(session, row, outcome.reason)
+                else:
+                    row.host_id = outcome.host.id
+                    row.image_kind = outcome.image_kind
+                    self._move(session, row, "scheduled", payload={"host": outcome.host.name})
+                    placed_hosts.add(outcome.host.id)
+                rows.append(row)
+        self.notifier.changed(placed_hosts)
+        return rows
+
+    # actions ------------------------------------------------------------------------------
+
+    def action(self, ctx: RequestContext, ref: str, action: str) -> Instance:
+        if action not in ACTIONS:
+            raise InvalidInput(f"action: one of {', '.join(ACTIONS)}")
+        allowed_from, desired, next_state = ACTIONS[action]
+        with self.core.db.transaction() as session:
+            row = self._find(session, ctx, ref)
+            policy.enforce(ctx, "compute:instance:action", project_id=row.project_id)
+            if row.task is not None:
+                raise Conflict(
+                    f"instance {row.name!r} is busy with {row.task!r}; wait for it to finish",
+                    code="nubes.instance.busy",
+                )
+            if row.state not in allowed_from:
+                raise Conflict(
+                    f"cannot {action.replace('_', ' ')} instance {row.name!r} while it is "
+                    f"{row.state} (only when {' or '.join(allowed_from)})",
+                    code="nubes.instance.invalid_state",
+                )
+            row.desired_power, row.task = desired, action
+            row.task_deadline = utcnow() + timedelta(
+                seconds=self.core.settings.instance_action_timeout_seconds
+            )
+            self._move(session, row, next_state, payload={"action": action})
+        self.notifier.changed({row.host_id} if row.host_id else set())
+        return row
+
+    def delete(self, ctx: RequestContext, ref: str) -> Instance:
+        """Allowed in any state, even with another action in flight (delete wins)."""
+        with self.core.db.transaction() as session:
+            row = self._find(session, ctx, ref)
+            policy.enforce(ctx, "compute:instance:delete", project_id=row.project_id)
+            if row.state == "deleting":
+                return row
+            row.desired_power, row.task = "deleted", "delete"
+            row.task_deadline = utcnow() + timedelta(
+                seconds=self.core.settings.instance_action_timeout_seconds
+            )
+            self._move(session, row, "deleting")
+            if row.host_id is None:
+                self._finish_delete(session, row)
+        self.notifier.changed({row.host_id} if row.host_id else set())
+        return row
+
+    # the agent's side ---------------------------------------------------------------------
+
+    def desired_for_host(self, host_id: str) -> list[Instance]:
+        with self.core.db.read() as session:
+            return list(
+                session.scalars(
+                    select(Instance)
+                    .where(Instance.host_id == host_id, Instance.state != "deleted")
+                    .order_by(Instance.created_at)
+                )
+            )
+
+    def report(self, host: Host, instance_id: str, report: Report) -> Instance | None:
+        """Apply what an agent saw. Returns None when the instance is not (or no longer) this
+        host's, which tells the agent to remove it."""
+        with self.core.db.transaction() as session:
+            row = session.get(Instance, instance_id)
+            if row is None or row.host_id != host.id or row.state == "deleted":
+                return None
+            row.observed_power = report.power
+            if report.console is not None:
+                row.console = report.console
+            if report.console_log is not None:
+                self._store_console(session, row.id, report.console_log)
+            if report.error:
+                self._fail(session, row, report.error)
+                return row
+            if row.desired_power == "deleted":
+                if report.power == "absent":
+                    self._finish_delete(session, row)
+                return row
+            if row.state == "error":
+                return row
+            if row.desired_power == "running":
+                if report.power == "running":
+                    if row.task in ("reboot", "reboot_hard") and report.completed_task != row.task:
+                        return row
+                    self._advance(session, row, "running")
+                    if row.launched_at is None:
+                        row.launched_at = utcnow()
+                    row.task = row.task_deadline = None
+                elif report.phase in ("building", "booting"):
+                    self._advance(session, row, report.phase)
+            elif row.desired_power == "stopped" and report.power == "stopped":
+                self._advance(session, row, "stopped")
+                row.task = row.task_deadline = None
+            return row
+
+    def expire_tasks(self) -> list[str]:
+        """Send instances whose task is overdue to ``error``; returns their ids."""
+        expired: list[str] = []
+        with self.core.db.transaction() as session:
+            overdue = session.scalars(
+                select(Instance).where(
+                    Instance.task_deadline.is_not(None), Instance.task_deadline < utcnow()
+                )
+            )
+            for row in overdue:
+                where = (
+                    "no host"
+                    if row.host_id is None
+                    else f"its host (last seen {row.observed_power})"
+                )
+                self._fail(
+                    session,
+                    row,
+                    f"{row.task} did not finish before its deadline; {where} did not report "
+                    "completion. Delete the instance, or check the host (`nubes host list`).",
+                )
+                expired.append(row.id)
+        return expired
+
+    # transitions --------------------------------------------------------------------------
+
+    def _move(
+        self, session: Session, row: Instance, new: str, payload: dict[str, Any] | None = None
+    ) -> None:
+        INSTANCE.check(row.state, new)
+        old, row.state = row.state, new
+        events.record(
+            session,
+            RequestContext.system(),
+            f"instance.{new}",
+            "instance",
+            row.id,
+            project_id=row.project_id,
+            payload={"from": old, **(payload or {})},
+        )
+
+    def _advance(self, session: Session, row: Instance, target: str) -> None:
+        """Walk the boot path (or stopping → stopped) up to ``target``, one legal step at a
+        time; ignore reports that would go backwards."""
+        if row.state == target:
+            return
+        if target == "stopped":
+            if row.state == "running":
+                self._move(session, row, "stopping")
+            if INSTANCE.can(row.state, "stopped"):
+                self._move(session, row, "stopped")
+            return
+        if row.state in ("rebooting", "stopped", "stopping") and target == "running":
+            if row.state == "stopped":
+                self._move(session, row, "booting")
+            if INSTANCE.can(row.state, "running"):
+                self._move(session, row, "running")
+            return
+        if row.state in BOOT_PATH and target in BOOT_PATH:
+            for step in BOOT_PATH[BOOT_PATH.index(row.state) + 1 : BOOT_PATH.index(target) + 1]:
+                self._move(session, row, step)
+            return
+        log.info("instance %s: ignoring report %s while %s", row.id, target, row.state)
+
+    def _fail(self, session: Session, row: Instance, reason: str) -> None:
+        row.reason = reason
+        row.task = row.task_deadline = None
+        if row.state != "error" and INSTANCE.can(row.state, "error"):
+            self._move(session, row, "error", payload={"reason": reason})
+
+    def _finish_delete(self, session: Session, row: Instance) -> None:
+        quotas.release(
+            session,
+            row.project_id,
+            {"instances": 1, "cores": row.vcpus, "ram": row.ram_mb},
+        )
+        if row.host_id is not None:
+            release(session, row.host_id, PlacementRequest(row.vcpus, row.ram_mb, row.disk_gb, ()))
+        row.task = row.task_deadline = None
+        self._move(session, row, "deleted")
+
+    def _store_console(self, session: Session, instance_id: str, text: str) -> None:
+        text = text[-MAX_CONSOLE:]
+        existing = session.get(ConsoleLog, instance_id)
+        if existing is None:
+            session.add(ConsoleLog(instance_id=instance_id, text=text))
+        else:
+            existing.text = text
+
+
+def _find_image(session: Session, ctx: RequestContext, ref: str) -> Image:
+    from sqlalchemy import or_
+
+    stmt = select(Image)
+    if not ctx.is_cloud_admin:
+        stmt = stmt.where(or_(Image.visibility == "public", Image.project_id == ctx.project_id))
+    row = session.scalar(stmt.where(Image.id == ref)) or session.scalar(
+        stmt.where(Image.name == ref).order_by(Image.created_at.desc())
+    )
+    if row is None:
+        raise NotFound(f"no image {ref!r}", code="nubes.image.not_found")
+    if row.status != "active":
+        raise Conflict(
+            f"image {row.name!r} is {row.status}: upload its file first",
+            code="nubes.image.invalid",
+        )
+    return row
+
+
+def _image_kinds(img: Image) -> tuple[str, ...]:
+    kinds = []
+    if img.disk_path:
+        kinds.append("disk")
+    if img.rootfs_path:
+        kinds.append("rootfs")
+    return tuple(kinds)

@@ -1,0 +1,147 @@
+"""Simple placement until the scheduler lands: the first host, by name, with room.
+
+Claims go through a compare-and-swap on the host's ``generation`` (Placement's trick): two
+concurrent creates that both picked the same host cannot both win, so a host is never
+overbooked; the loser re-reads and tries again. When nothing fits, the reason says why, in
+aggregate ("0 of 3 hosts fit: 2 not enough RAM (need 2048 MB, largest free 1024 MB), 1 down").
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from nubes.config import Settings
+from nubes.domain.errors import GenerationConflict
+from nubes.store.cas import compare_and_swap
+from nubes.store.models import Host
+
+MAX_ATTEMPTS = 20
+
+
+@dataclass(frozen=True)
+class PlacementRequest:
+    vcpus: int
+    ram_mb: int
+    disk_gb: int
+    image_kinds: tuple[str, ...]  # what the image offers: "disk", "rootfs"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    host: Host | None
+    image_kind: str = ""
+    reason: str = ""
+
+
+def _free(host: Host, settings: Settings) -> tuple[int, int, int]:
+    return (
+        int(host.vcpus * settings.cpu_allocation_ratio) - host.allocated_vcpus,
+        int(host.ram_mb * settings.ram_allocation_ratio) - host.allocated_ram_mb,
+        int(host.disk_gb * settings.disk_allocation_ratio) - host.allocated_disk_gb,
+    )
+
+
+def _why_not(host: Host, request: PlacementRequest, settings: Settings) -> str | None:
+    if not host.enabled:
+        return "disabled"
+    if host.state != "monitored":
+        return "down"
+    runs = set(host.capabilities.get("image_kinds", []))
+    if not runs & set(request.image_kinds):
+        return f"cannot run this image ({'/'.join(request.image_kinds) or 'no files'})"
+    vcpus, ram, disk = _free(host, settings)
+    if ram < request.ram_mb:
+        return "not enough RAM"
+    if vcpus < request.vcpus:
+        return "not enough vCPUs"
+    if disk < request.disk_gb:
+        return "not enough disk"
+    return None
+
+
+def claim(session: Session, request: PlacementRequest, settings: Settings) -> Outcome:
+    for _ in range(MAX_ATTEMPTS):
+        hosts = list(
+            session.scalars(
+                select(Host).order_by(Host.name).execution_options(populate_existing=True)
+            )
+        )
+        reasons: Counter[str] = Counter()
+        chosen = None
+        for host in hosts:
+            why = _why_not(host, request, settings)
+            if why is None:
+                chosen = host
+                break
+            reasons[why] += 1
+        if chosen is None:
+            return Outcome(None, reason=_explain(hosts, reasons, request, settings))
+        try:
+            compare_and_swap(
+                session,
+                Host,
+                chosen.id,
+                chosen.generation,
+                {
+                    "allocated_vcpus": chosen.allocated_vcpus + request.vcpus,
+                    "allocated_ram_mb": chosen.allocated_ram_mb + request.ram_mb,
+                    "allocated_disk_gb": chosen.allocated_disk_gb + request.disk_gb,
+                },
+            )
+        except GenerationConflict:
+            continue
+        runs = chosen.capabilities.get("image_kinds", [])
+        kind = next(k for k in request.image_kinds if k in runs)
+        session.refresh(chosen)
+        return Outcome(chosen, kind)
+    return Outcome(None, reason="every suitable host changed while placing; try again")
+
+
+def release(session: Session, host_id: str, request: PlacementRequest) -> None:
+    for _ in range(MAX_ATTEMPTS):
+        host = session.scalar(
+            select(Host).where(Host.id == host_id).execution_options(populate_existing=True)
+        )
+        if host is None:
+            return
+        try:
+            compare_and_swap(
+                session,
+                Host,
+                host.id,
+                host.generation,
+                {
+                    "allocated_vcpus": max(0, host.allocated_vcpus - request.vcpus),
+                    "allocated_ram_mb": max(0, host.allocated_ram_mb - request.ram_mb),
+                    "allocated_disk_gb": max(0, host.allocated_disk_gb - request.disk_gb),
+                },
+            )
+            return
+        except GenerationConflict:
+            continue
+    raise GenerationConflict(f"host {host_id} kept changing while releasing resources")
+
+
+def _explain(
+    hosts: list[Host], reasons: Counter[str], request: PlacementRequest, settings: Settings
+) -> str:
+    if not hosts:
+        return "no compute hosts: join one with `nubes host token create` and `nubes agent join`"
+    parts = []
+    for why, count in reasons.most_common():
+        detail = ""
+        if why == "not enough RAM":
+            largest = max(_free(h, settings)[1] for h in hosts)
+            detail = f" (need {request.ram_mb} MB, largest free {max(largest, 0)} MB)"
+        elif why == "not enough vCPUs":
+            largest = max(_free(h, settings)[0] for h in hosts)
+            detail = f" (need {request.vcpus}, largest free {max(largest, 0)})"
+        elif why == "not enough disk":
+            largest = max(_free(h, settings)[2] for h in hosts)
+            detail = f" (need {request.disk_gb} GB, largest free {max(largest, 0)} GB)"
+        parts.append(f"{count} {why}{detail}")
+    return f"0 of {len(hosts)} hosts fit: " + ", ".join(parts)

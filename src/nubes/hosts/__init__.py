@@ -1,0 +1,1 @@
+"""Compute hosts: join tokens, registration, heartbeats, health, enable/disable."""
