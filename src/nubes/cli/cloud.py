@@ -98,6 +98,13 @@ def up(
     detach: Annotated[
         bool, typer.Option("--detach", help="Run in the background; return once it answers.")
     ] = False,
+    agent: Annotated[
+        bool,
+        typer.Option("--agent/--no-agent", help="Also run a compute agent on this machine."),
+    ] = True,
+    driver: Annotated[
+        str, typer.Option(help="Hypervisor driver of the local agent: auto, qemu, lxc or fake.")
+    ] = "auto",
 ) -> None:
     """Start the cloud: initialise the state directory on first run, then run the controller."""
     from nubes.controller.bootstrap import remember
@@ -130,6 +137,8 @@ def up(
         running = process.start_detached(settings)
         log = settings.state_dir / process.LOG_FILE
         say(f"started the controller (pid {running.pid}); log: {log}")
+        if agent:
+            _start_local_agent(settings, running.url, driver)
         _show_usage(settings, running.url)
         return
 
@@ -140,9 +149,31 @@ def up(
     serve(settings)
 
 
+def _start_local_agent(settings: Settings, url: str, driver: str) -> None:
+    """The one-machine cloud: an agent beside the controller, joined with a fresh token."""
+    if (pid := process.find_agent(settings)) is not None:
+        say(f"the local agent is already running (pid {pid})")
+        return
+    token = None
+    if not (process.agent_dir(settings.state_dir) / "agent.json").exists():
+        client = connect(
+            resolve(GlobalOptions(url=url), {"NUBES_STATE_DIR": str(settings.state_dir)})
+        )
+        try:
+            token = client.post(path("host-tokens"), json={"uses": 1})["token"]
+        finally:
+            client.http.close()
+    pid = process.start_agent_detached(settings, url=url, token=token, driver=driver)
+    say(f"started the local agent (pid {pid}); log: {settings.state_dir / process.AGENT_LOG_FILE}")
+
+
 def down(state_dir: StateDirOption = None) -> None:
-    """Stop the controller started with `nubes up --detach`."""
+    """Stop the controller and the local agent started with `nubes up --detach`. Instances
+    keep running, as on any cloud; the next `nubes up` adopts them."""
     settings = load_settings(state_dir)
+    agent_pid = process.stop_agent(settings)
+    if agent_pid is not None:
+        say(f"stopped the local agent pid {agent_pid} (its instances keep running)")
     had_pid_file = process.pid_file(settings.state_dir).exists()
     pid = process.stop(settings)
     if pid is not None:

@@ -19,7 +19,7 @@ from nubes.identity import policy
 from nubes.identity.core import IdentityCore
 from nubes.store import events
 from nubes.store.counters import next_value
-from nubes.store.models import Host, HostJoinToken, Instance, utcnow
+from nubes.store.models import Host, HostJoinToken, Instance, new_id, utcnow
 from nubes.store.query import paginate, taken
 
 HEARTBEAT_SECONDS = 5
@@ -68,6 +68,7 @@ class HostService:
         if uses < 1 or ttl_seconds < 1:
             raise InvalidInput("uses and expires: must be positive")
         row = HostJoinToken(
+            id=new_id(),
             uses_left=uses,
             expires_at=utcnow() + timedelta(seconds=ttl_seconds),
             created_by=ctx.user_id,
@@ -125,6 +126,7 @@ class HostService:
                 while taken(session, Host.name, name):
                     name = f"node-{next_value(session, 'host')}"
             host = Host(
+                id=new_id(),
                 name=name,
                 address=address,
                 driver=driver,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
@@ -71,6 +72,7 @@ class DesiredInstance(BaseModel):
     desired_power: str
     state: str
     task: str | None
+    task_deadline: datetime | None = Field(description="Tells one action from the next.")
     image: ImageRef
     user_data: str | None
     metadata: dict[str, Any]
@@ -145,6 +147,7 @@ def _desired(svc: Any, host: Host) -> list[DesiredInstance]:
                 desired_power=row.desired_power,
                 state=row.state,
                 task=row.task,
+                task_deadline=row.task_deadline,
                 image=ImageRef(
                     id=image.id,
                     kind=kind,

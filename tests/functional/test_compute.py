@@ -1,0 +1,271 @@
+"""Hosts, instances and the agent, end to end in one process: the controller app, and a real
+agent (reconciler, image cache, fake driver) talking to it through the ASGI test client. Each
+agent pass is run by the test (``sync``), so the steps are deterministic."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select, update
+
+from nubes.agent.run import Agent, AgentError
+from nubes.store.models import Host, Instance, utcnow
+from tests.functional.helpers import error_of, make_project, make_user
+
+
+def join_agent(cloud, tmp_path, name="a1", **extra) -> Agent:
+    token = cloud.client.post("/v1/host-tokens", json={}, headers=cloud.admin).json()["token"]
+    http = TestClient(cloud.client.app)
+    agent = Agent.start(
+        tmp_path / name, url="http://testserver", token=token, driver="fake", http=http, **extra
+    )
+    agent.client.heartbeat({})
+    return agent
+
+
+def sync(agent: Agent) -> None:
+    desired = agent.client.desired(-1, 0)
+    agent.reconciler.reconcile_all(desired["instances"], wait=True)
+
+
+@pytest.fixture
+def image(cloud):
+    admin = cloud.admin
+    r = cloud.client.post(
+        "/v1/images", json={"name": "tiny", "visibility": "public"}, headers=admin
+    )
+    assert r.status_code == 201, r.text
+    image_id = r.json()["id"]
+    for kind in ("disk", "rootfs"):
+        r = cloud.client.put(
+            f"/v1/images/{image_id}/file",
+            params={"kind": kind},
+            content=b"not really an image " * 100,
+            headers=admin,
+        )
+        assert r.status_code == 200, r.text
+    return image_id
+
+
+@pytest.fixture
+def agent(cloud, tmp_path):
+    a = join_agent(cloud, tmp_path)
+    yield a
+    a.reconciler.close()
+
+
+def server(cloud, headers, name="vm1", **body):
+    r = cloud.client.post(
+        "/v1/servers",
+        json={"name": name, "image": "tiny", "flavor": "m1.tiny", **body},
+        headers=headers,
+    )
+    assert r.status_code == 202, r.text
+    return r.json()["servers"][0]
+
+
+def show(cloud, headers, ref):
+    return cloud.client.get(f"/v1/servers/{ref}", headers=headers).json()
+
+
+def test_join_names_hosts_and_refuses_bad_tokens(cloud, tmp_path, agent):
+    second = join_agent(cloud, tmp_path, name="a2")
+    hosts = cloud.client.get("/v1/hosts", headers=cloud.admin).json()["hosts"]
+    assert [h["name"] for h in hosts] == ["node-1", "node-2"]
+    assert all(h["state"] == "monitored" for h in hosts)
+    assert hosts[0]["capabilities"]["image_kinds"] == ["disk", "rootfs"]
+    second.reconciler.close()
+    with pytest.raises(Exception, match="join refused"):
+        Agent.start(
+            tmp_path / "a3",
+            url="http://testserver",
+            token="join.nope.nope",
+            driver="fake",
+            http=TestClient(cloud.client.app),
+        )
+    with pytest.raises(AgentError, match="not joined yet"):
+        Agent.start(tmp_path / "a4", driver="fake")
+
+
+def test_restarted_agent_keeps_its_identity(cloud, tmp_path, agent):
+    again = Agent.start(tmp_path / "a1", driver="fake", http=TestClient(cloud.client.app))
+    assert again.identity.host_id == agent.identity.host_id
+    assert again.identity.name == "node-1"
+    again.reconciler.close()
+    assert len(cloud.client.get("/v1/hosts", headers=cloud.admin).json()["hosts"]) == 1
+
+
+def test_lifecycle_through_the_agent(cloud, agent, image):
+    admin = cloud.admin
+    s = server(cloud, admin)
+    assert s["state"] == "scheduled"
+    assert s["task"] == "create"
+    sync(agent)
+    s = show(cloud, admin, "vm1")
+    assert (s["state"], s["task"], s["observed_power"]) == ("running", None, "running")
+    assert s["launched_at"] is not None
+    # one action at a time
+    r = cloud.client.post(f"/v1/servers/{s['id']}/action", json={"action": "stop"}, headers=admin)
+    assert r.status_code == 202
+    assert r.json()["state"] == "stopping"
+    r = cloud.client.post(f"/v1/servers/{s['id']}/action", json={"action": "reboot"}, headers=admin)
+    assert r.status_code == 409
+    assert error_of(r)["code"] == "nubes.instance.busy"
+    sync(agent)
+    assert show(cloud, admin, "vm1")["state"] == "stopped"
+    r = cloud.client.post(f"/v1/servers/{s['id']}/action", json={"action": "stop"}, headers=admin)
+    assert error_of(r)["code"] == "nubes.instance.invalid_state"
+    cloud.client.post(f"/v1/servers/{s['id']}/action", json={"action": "start"}, headers=admin)
+    sync(agent)
+    assert show(cloud, admin, "vm1")["state"] == "running"
+    cloud.client.post(f"/v1/servers/{s['id']}/action", json={"action": "reboot"}, headers=admin)
+    assert show(cloud, admin, "vm1")["state"] == "rebooting"
+    sync(agent)
+    s = show(cloud, admin, "vm1")
+    assert (s["state"], s["task"]) == ("running", None)
+    # delete gives everything back
+    r = cloud.client.delete(f"/v1/servers/{s['id']}", headers=admin)
+    assert r.json()["state"] == "deleting"
+    sync(agent)
+    assert cloud.client.get(f"/v1/servers/{s['id']}", headers=admin).status_code == 404
+    assert agent.driver.list_instances() == []
+    usage = cloud.client.get("/v1/quotas/admin", headers=admin).json()["in_use"]
+    assert (usage["instances"], usage["cores"], usage["ram"]) == (0, 0, 0)
+    host = cloud.client.get("/v1/hosts/node-1", headers=admin).json()
+    assert (host["allocated_vcpus"], host["allocated_ram_mb"]) == (0, 0)
+
+
+def test_orphans_are_removed_and_crashes_restarted(cloud, agent, image):
+    admin = cloud.admin
+    s = server(cloud, admin)
+    sync(agent)
+    from nubes.agent.hypervisors.base import ImageKind, InstanceSpec
+
+    spec = InstanceSpec(
+        id="orphan-1",
+        name="o",
+        hostname="o",
+        vcpus=1,
+        ram_mb=64,
+        disk_gb=1,
+        image_id="x",
+        image_path=agent.state_dir,
+        image_kind=ImageKind.disk,
+    )
+    agent.driver.create(spec)
+    assert "orphan-1" in agent.driver.list_instances()
+    sync(agent)
+    assert agent.driver.list_instances() == [s["id"]]
+
+
+def test_unplaceable_instance_goes_to_error_with_reasons(cloud, agent, image):
+    admin = cloud.admin
+    cloud.client.patch("/v1/quotas/admin", json={"limits": {"ram": -1}}, headers=admin)
+    cloud.client.post(
+        "/v1/flavors",
+        json={"name": "huge", "vcpus": 1, "ram_mb": 10**6, "disk_gb": 1},
+        headers=admin,
+    )
+    s = server(cloud, admin, flavor="huge")
+    assert s["state"] == "error"
+    assert "0 of 1 hosts fit: 1 not enough RAM (need 1000000 MB" in s["reason"]
+    cloud.client.patch("/v1/hosts/node-1", json={"enabled": False}, headers=admin)
+    s = server(cloud, admin, name="vm2")
+    assert s["reason"] == "0 of 1 hosts fit: 1 disabled"
+
+
+def test_no_hosts_at_all_says_how_to_add_one(cloud, image):
+    s = server(cloud, cloud.admin)
+    assert s["state"] == "error"
+    assert "nubes host token create" in s["reason"]
+    # an instance that never reached a host is deleted at once, and its quota released
+    r = cloud.client.delete(f"/v1/servers/{s['id']}", headers=cloud.admin)
+    assert r.status_code == 202
+    assert (
+        cloud.client.get("/v1/quotas/admin", headers=cloud.admin).json()["in_use"]["instances"] == 0
+    )
+
+
+def test_overdue_task_goes_to_error_with_a_reason(cloud, agent, image):
+    s = server(cloud, cloud.admin)
+    with cloud.services.db.transaction() as session:
+        session.execute(update(Instance).values(task_deadline=utcnow() - timedelta(seconds=1)))
+    assert cloud.services.instances.expire_tasks() == [s["id"]]
+    s = show(cloud, cloud.admin, s["id"])
+    assert s["state"] == "error"
+    assert "create did not finish before its deadline" in s["reason"]
+    assert s["task"] is None
+
+
+def test_missed_heartbeats_put_the_host_in_error(cloud, agent):
+    with cloud.services.db.transaction() as session:
+        session.execute(update(Host).values(last_seen=utcnow() - timedelta(minutes=5)))
+    assert cloud.services.hosts.check_heartbeats() == ["node-1"]
+    host = cloud.client.get("/v1/hosts/node-1", headers=cloud.admin).json()
+    assert host["state"] == "error"
+    assert "no heartbeat since" in host["error"]
+    services = cloud.client.get("/v1/services", headers=cloud.admin).json()["services"]
+    assert [s["state"] for s in services if s["host"] == "node-1"] == ["down"]
+    agent.client.heartbeat({})
+    assert cloud.client.get("/v1/hosts/node-1", headers=cloud.admin).json()["state"] == "monitored"
+
+
+def test_concurrent_creates_never_overbook_a_host(cloud, agent, image):
+    """The host has room for exactly 8 m1.tiny by RAM (its capacity is set below); 16 creates
+    race; exactly 8 are placed."""
+    with cloud.services.db.transaction() as session:
+        session.execute(update(Host).values(vcpus=100, ram_mb=int(8 * 512 / 1.5) + 1))
+    cloud.client.patch(
+        "/v1/quotas/admin",
+        json={"limits": {"instances": -1, "cores": -1, "ram": -1}},
+        headers=cloud.admin,
+    )
+    token = cloud.admin
+    results: list[dict] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(8)
+
+    def create(i: int) -> None:
+        client = TestClient(cloud.client.app)
+        barrier.wait()
+        for j in range(2):
+            r = client.post(
+                "/v1/servers",
+                json={"name": f"r{i}-{j}", "image": "tiny", "flavor": "m1.tiny"},
+                headers=token,
+            )
+            with lock:
+                results.append(r.json()["servers"][0])
+
+    threads = [threading.Thread(target=create, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    placed = [s for s in results if s["state"] == "scheduled"]
+    assert len(placed) == 8
+    assert all("not enough RAM" in s["reason"] for s in results if s["state"] == "error")
+    with cloud.services.db.read() as session:
+        host = session.scalars(select(Host)).one()
+        assert host.allocated_ram_mb == 8 * 512
+
+
+def test_members_see_only_their_project_and_no_host_ids(cloud, agent, image):
+    admin = cloud.admin
+    make_project(cloud, admin, "p1")
+    make_project(cloud, admin, "p2")
+    u1 = make_user(cloud, admin, "u1", "p1")
+    u2 = make_user(cloud, admin, "u2", "p2")
+    s = server(cloud, u1, name="mine")
+    assert s["host_id"] is None
+    assert cloud.client.get(f"/v1/servers/{s['id']}", headers=u2).status_code == 404
+    assert cloud.client.get("/v1/servers", headers=u2).json()["servers"] == []
+    assert cloud.client.delete(f"/v1/servers/{s['id']}", headers=u2).status_code == 404
+    r1 = make_user(cloud, admin, "r1", "p1", role="reader")
+    assert cloud.client.get(f"/v1/servers/{s['id']}", headers=r1).status_code == 200
+    r = cloud.client.post(f"/v1/servers/{s['id']}/action", json={"action": "stop"}, headers=r1)
+    assert r.status_code == 403
+    assert show(cloud, admin, s["id"])["host_id"] is not None
