@@ -90,6 +90,7 @@ class Agent:
         driver: str = "auto",
         name: str | None = None,
         http: httpx.Client | None = None,
+        driver_options: dict[str, Any] | None = None,
     ) -> Agent:
         state_dir.mkdir(parents=True, exist_ok=True)
         known = Identity.load(state_dir)
@@ -99,7 +100,7 @@ class Agent:
                 "give the controller URL and a join token (`nubes host token create`)"
             )
         chosen = choose(known.driver if known and driver == "auto" else driver)
-        hypervisor = chosen(state_dir / "driver" / chosen.name)
+        hypervisor = chosen(state_dir / "driver" / chosen.name, **(driver_options or {}))
         caps = hypervisor.capabilities()
         join_facts = {
             **facts.facts(state_dir),
@@ -174,6 +175,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--token")
     parser.add_argument("--name")
     parser.add_argument("--driver", default="auto")
+    parser.add_argument(
+        "--driver-options", type=json.loads, default=None,
+        help='JSON keyword arguments for the driver, e.g. \'{"delays": {"start": 2}}\' (fake)',
+    )
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -181,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         agent = Agent.start(
-            args.state_dir, url=args.url, token=args.token, driver=args.driver, name=args.name
+            args.state_dir, url=args.url, token=args.token, driver=args.driver, name=args.name,
+            driver_options=args.driver_options,
         )
     except (AgentError, ControllerError, HypervisorError) as exc:
         print(f"nubes agent: {exc}", file=sys.stderr)

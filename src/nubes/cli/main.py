@@ -11,7 +11,7 @@ import typer
 from typer.core import TyperGroup
 
 import nubes
-from nubes.cli import cloud, flavor, identity, keypair, quota, tokens
+from nubes.cli import agent, cloud, flavor, host, identity, image, keypair, quota, server, tokens
 from nubes.cli.credentials import GlobalOptions
 from nubes.cli.errors import CliError
 from nubes.controller.process import ControllerError
@@ -87,8 +87,13 @@ app.add_typer(identity.role_app, name="role")
 app.add_typer(tokens.token_app, name="token")
 app.add_typer(tokens.credential_app, name="credential")
 app.add_typer(quota.app, name="quota")
+app.add_typer(agent.app, name="agent")
 app.add_typer(flavor.app, name="flavor")
 app.add_typer(keypair.app, name="keypair")
+app.add_typer(server.app, name="server")
+app.add_typer(image.app, name="image")
+app.add_typer(host.app, name="host")
+app.add_typer(host.service_app, name="service")
 
 
 def main() -> None:

@@ -126,7 +126,6 @@ def join(body: JoinRequest, request: Request, svc: Svc) -> JoinResponse:
 @router.post("/heartbeat", response_model=ReportOut)
 def heartbeat(body: Heartbeat, host: AgentHost, svc: Svc) -> ReportOut:
     svc.hosts.heartbeat(host, body.metrics, leaving=body.leaving)
-    svc.loops[f"agent:{host.name}"] = time.time()
     return ReportOut(known=True)
 
 

@@ -1,0 +1,134 @@
+"""A real controller and real agents as subprocesses on loopback, for crash tests. Every
+process is ours and is ended by its PID in ``close()``."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+FAST_CONFIG = """listen_host = "127.0.0.1"
+instance_boot_timeout_seconds = {boot_timeout}
+[password_hashing]
+memory_kib = 1024
+time_cost = 1
+parallelism = 1
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class CloudProcesses:
+    def __init__(self, root: Path, *, boot_timeout: int = 600) -> None:
+        self.root = root
+        self.state = root / "state"
+        self.state.mkdir(parents=True)
+        (self.state / "nubes.toml").write_text(FAST_CONFIG.format(boot_timeout=boot_timeout))
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.http = httpx.Client(base_url=self.url, timeout=10)
+        self._token: str | None = None
+
+    def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+        with open(self.root / f"{name}.log", "ab") as log:
+            proc = subprocess.Popen(
+                [sys.executable, *argv],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        self.procs[name] = proc
+        return proc
+
+    def start_controller(self) -> None:
+        self._spawn(
+            "controller",
+            [
+                "-m",
+                "nubes.controller.run",
+                "--state-dir",
+                str(self.state),
+                "--port",
+                str(self.port),
+                "--host",
+                "127.0.0.1",
+            ],
+        )
+        self.wait(lambda: self._healthy(), 60, "controller to answer")
+        self._token = None
+
+    def _healthy(self) -> bool:
+        try:
+            return self.http.get("/healthz").status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def start_agent(
+        self, name: str, *, token: str | None = None, options: dict[str, Any] | None = None
+    ) -> None:
+        argv = [
+            "-m",
+            "nubes.agent.run",
+            "--state-dir",
+            str(self.root / name),
+            "--url",
+            self.url,
+            "--driver",
+            "fake",
+        ]
+        if token:
+            argv += ["--token", token]
+        if options:
+            argv += ["--driver-options", json.dumps(options)]
+        self._spawn(name, argv)
+
+    def kill(self, name: str) -> None:
+        proc = self.procs.pop(name)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+
+    @property
+    def admin(self) -> dict[str, str]:
+        if self._token is None:
+            password = (self.state / "admin-password").read_text().strip()
+            r = self.http.post("/v1/auth/tokens", json={"username": "admin", "password": password})
+            r.raise_for_status()
+            self._token = r.json()["token"]
+        return {"X-Auth-Token": self._token}
+
+    def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        r = self.http.request(method, path, headers=self.admin, **kwargs)
+        assert r.status_code < 400, r.text
+        return r.json() if r.content else None
+
+    @staticmethod
+    def wait(check: Any, timeout: float, what: str) -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            result = check()
+            if result:
+                return result
+            time.sleep(0.1)
+        raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+    def close(self) -> None:
+        for name in list(self.procs):
+            proc = self.procs.pop(name)
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+        self.http.close()
