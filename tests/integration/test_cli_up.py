@@ -95,7 +95,9 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
     pid: int | None = None
     try:
         started = time.monotonic()
-        up = cloud.run("up", "--detach", "--state-dir", str(state), "--port", str(port))
+        up = cloud.run(
+            "up", "--detach", "--no-agent", "--state-dir", str(state), "--port", str(port)
+        )
         assert up.returncode == 0, (up.stdout, up.stderr)
         assert time.monotonic() - started < 60
         for text in ("admin-openrc.sh", "clouds.yaml", cloud.url, "nubes status"):
@@ -143,7 +145,7 @@ def test_admin_files_are_private(cloud: Cloud) -> None:
 
 
 def test_up_again_says_it_is_running(cloud: Cloud) -> None:
-    again = cloud.ok("up", "--detach", "--state-dir", str(cloud.state))
+    again = cloud.ok("up", "--detach", "--no-agent", "--state-dir", str(cloud.state))
     assert "already running" in again
 
 

@@ -30,7 +30,7 @@ log = logging.getLogger("nubes.agent")
 #: A retryable driver error this many times in a row becomes the instance's error.
 MAX_ATTEMPTS = 3
 REPORT_EVERY = 30.0
-CONSOLE_EVERY = 3.0
+CONSOLE_EVERY = 1.0
 STOP_TIMEOUT = 30.0
 
 
@@ -49,6 +49,9 @@ class Reconciler:
         self._last_report: dict[str, tuple[Any, float]] = {}
         self._console_sent: dict[str, tuple[int, float]] = {}
         self.running = 0
+        #: when a guest was last started or rebooted: the agent then looks more often for a
+        #: while, so its console (boot marker) reaches the controller within a second or two
+        self.last_start = 0.0
 
     # one pass -----------------------------------------------------------------------------
 
@@ -167,11 +170,13 @@ class Reconciler:
                 log.warning("instance %s crashed; starting it again", instance_id)
             self._report(instance_id, {"power": seen.power.value, "phase": "booting"})
             self.driver.start(self._spec(item))
+            self.last_start = time.monotonic()
         elif seen.power is PowerState.paused:
             self.driver.resume(instance_id)
         elif task in ("reboot", "reboot_hard") and self._done_tasks.get(instance_id) != task_key:
             self.driver.reboot(instance_id, hard=task == "reboot_hard")
             self._done_tasks[instance_id] = task_key
+            self.last_start = time.monotonic()
         return self.driver.status(instance_id)
 
     # reporting ----------------------------------------------------------------------------

@@ -32,6 +32,8 @@ from nubes.agent.reconcile import Reconciler
 log = logging.getLogger("nubes.agent")
 IDENTITY_FILE = "agent.json"
 RESYNC_SECONDS = 10.0
+#: after starting a guest, look every second for this long (console, crashes during boot)
+BOOT_WATCH_SECONDS = 20.0
 
 
 @dataclass
@@ -144,7 +146,9 @@ class Agent:
         seen, backoff = -1, 1.0
         while not self.stopping.is_set():
             try:
-                desired = self.client.desired(seen, RESYNC_SECONDS if seen >= 0 else 0)
+                booting = time.monotonic() - self.reconciler.last_start < BOOT_WATCH_SECONDS
+                wait = 0.0 if seen < 0 else (1.0 if booting else RESYNC_SECONDS)
+                desired = self.client.desired(seen, wait)
                 seen = int(desired["version"])
                 self.reconciler.reconcile_all(desired["instances"])
                 backoff = 1.0
@@ -176,7 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name")
     parser.add_argument("--driver", default="auto")
     parser.add_argument(
-        "--driver-options", type=json.loads, default=None,
+        "--driver-options",
+        type=json.loads,
+        default=None,
         help='JSON keyword arguments for the driver, e.g. \'{"delays": {"start": 2}}\' (fake)',
     )
     parser.add_argument("--log-level", default="info")
@@ -186,7 +192,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         agent = Agent.start(
-            args.state_dir, url=args.url, token=args.token, driver=args.driver, name=args.name,
+            args.state_dir,
+            url=args.url,
+            token=args.token,
+            driver=args.driver,
+            name=args.name,
             driver_options=args.driver_options,
         )
     except (AgentError, ControllerError, HypervisorError) as exc:

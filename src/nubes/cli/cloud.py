@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import tempfile
 from datetime import UTC
 from pathlib import Path
 from typing import Annotated, Any
@@ -105,6 +106,13 @@ def up(
     driver: Annotated[
         str, typer.Option(help="Hypervisor driver of the local agent: auto, qemu, lxc or fake.")
     ] = "auto",
+    demo: Annotated[
+        bool,
+        typer.Option(
+            "--demo/--no-demo",
+            help="Build and register the tiny image and boot a `demo` instance (first run).",
+        ),
+    ] = True,
 ) -> None:
     """Start the cloud: initialise the state directory on first run, then run the controller."""
     from nubes.controller.bootstrap import remember
@@ -139,6 +147,8 @@ def up(
         say(f"started the controller (pid {running.pid}); log: {log}")
         if agent:
             _start_local_agent(settings, running.url, driver)
+            if demo:
+                _ensure_demo(settings, running.url)
         _show_usage(settings, running.url)
         return
 
@@ -165,6 +175,65 @@ def _start_local_agent(settings: Settings, url: str, driver: str) -> None:
             client.http.close()
     pid = process.start_agent_detached(settings, url=url, token=token, driver=driver)
     say(f"started the local agent (pid {pid}); log: {settings.state_dir / process.AGENT_LOG_FILE}")
+
+
+DEMO_TIMEOUT = 300.0
+
+
+def _ensure_demo(settings: Settings, url: str) -> None:
+    """The first `nubes up` shows a working cloud: the tiny image, and a `demo` instance
+    whose console shows its boot marker."""
+    import time
+
+    from nubes.cli.image import DiskFormat, register
+
+    client = connect(resolve(GlobalOptions(url=url), {"NUBES_STATE_DIR": str(settings.state_dir)}))
+    try:
+        if not client.get(path("images"), params={"name": "tiny"})["images"]:
+            from nubes.images.tiny import build_tiny, default_cache_dir
+
+            say("building the tiny test image from Debian packages (first run only)")
+            with tempfile.TemporaryDirectory(prefix="nubes-tiny-") as workdir:
+                built = build_tiny(Path(workdir), cache_dir=default_cache_dir(), progress=say)
+                register(
+                    client,
+                    "tiny",
+                    disk=built.disk,
+                    rootfs=built.rootfs,
+                    disk_format=DiskFormat.qcow2,
+                    public=True,
+                    properties={},
+                )
+            say("registered image tiny")
+        found = client.get(path("servers"), params={"name": "demo"})["servers"]
+        if found:
+            server = found[0]
+        else:
+            body = {"name": "demo", "image": "tiny", "flavor": "m1.tiny"}
+            server = client.post(path("servers"), json=body)["servers"][0]
+            say(f"booting instance demo ({server['id']})")
+        deadline = time.monotonic() + DEMO_TIMEOUT
+        marker = ""
+        while time.monotonic() < deadline:
+            server = client.get(path("servers", server["id"]))
+            if server["state"] == "error":
+                raise CliError(f"the demo instance failed: {server['reason']}")
+            if server["state"] == "running":
+                log = client.get(path("servers", server["id"], "console"))["log"]
+                marker = next(
+                    (line for line in log.splitlines() if "NUBES-TINY-BOOTED" in line), ""
+                )
+                if marker:
+                    break
+            time.sleep(0.5)
+        if not marker:
+            raise CliError(
+                f"the demo instance is {server['state']} but its console shows no boot marker "
+                f"after {DEMO_TIMEOUT:.0f} s; see `nubes server console demo`"
+            )
+        say(f"instance demo is running; its console says: {marker.strip()}", style="green")
+    finally:
+        client.http.close()
 
 
 def down(state_dir: StateDirOption = None) -> None:

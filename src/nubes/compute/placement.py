@@ -94,11 +94,21 @@ def claim(session: Session, request: PlacementRequest, settings: Settings) -> Ou
             )
         except GenerationConflict:
             continue
-        runs = chosen.capabilities.get("image_kinds", [])
-        kind = next(k for k in request.image_kinds if k in runs)
+        kind = _image_kind(chosen, request)
         session.refresh(chosen)
         return Outcome(chosen, kind)
     return Outcome(None, reason="every suitable host changed while placing; try again")
+
+
+#: The image file a driver runs natively; others it can only convert (containers from disks).
+NATIVE_KIND = {"lxc": "rootfs", "qemu": "disk"}
+
+
+def _image_kind(host: Host, request: PlacementRequest) -> str:
+    runs = set(host.capabilities.get("image_kinds", []))
+    offered = [k for k in request.image_kinds if k in runs]
+    native = NATIVE_KIND.get(host.driver)
+    return native if native in offered else offered[0]
 
 
 def release(session: Session, host_id: str, request: PlacementRequest) -> None:
