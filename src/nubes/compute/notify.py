@@ -1,40 +1,53 @@
 """Wakes agents' long polls when the desired state of their host changes.
 
-In one controller process a condition variable does it at once; with several controllers an
-agent's long poll also re-reads the database every second, so a change made by another
-controller is seen within a second.
+In one controller process the waiters are woken at once (threads through a condition, async
+handlers through an ``asyncio.Event`` set on their own loop); with several controllers an
+agent's long poll also ends after its ``wait`` and re-reads the database, so a change made by
+another controller is seen within one watch period.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
-import time
+from collections import defaultdict
 from collections.abc import Iterable
 
 
 class Notifier:
     def __init__(self) -> None:
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
         self._versions: dict[str, int] = {}
+        self._waiters: defaultdict[str, set[tuple[asyncio.AbstractEventLoop, asyncio.Event]]]
+        self._waiters = defaultdict(set)
 
     def version(self, host_id: str) -> int:
-        with self._cond:
+        with self._lock:
             return self._versions.get(host_id, 0)
 
     def changed(self, host_ids: Iterable[str | None]) -> None:
-        with self._cond:
+        wake: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
+        with self._lock:
             for host_id in host_ids:
                 if host_id:
                     self._versions[host_id] = self._versions.get(host_id, 0) + 1
-            self._cond.notify_all()
+                    wake.extend(self._waiters.pop(host_id, ()))
+        for loop, event in wake:
+            loop.call_soon_threadsafe(event.set)
 
-    def wait(self, host_id: str, seen: int, timeout: float) -> int:
-        """Block until the host's version passes ``seen`` or ``timeout`` elapses."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while self._versions.get(host_id, 0) <= seen:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                self._cond.wait(left)
-            return self._versions.get(host_id, 0)
+    async def wait(self, host_id: str, seen: int, timeout: float) -> int:
+        """Until the host's version passes ``seen``, or ``timeout`` seconds."""
+        loop = asyncio.get_running_loop()
+        event = asyncio.Event()
+        with self._lock:
+            if self._versions.get(host_id, 0) > seen:
+                return self._versions[host_id]
+            self._waiters[host_id].add((loop, event))
+        try:
+            await asyncio.wait_for(event.wait(), timeout)
+        except TimeoutError:
+            pass
+        finally:
+            with self._lock:
+                self._waiters.get(host_id, set()).discard((loop, event))
+        return self.version(host_id)

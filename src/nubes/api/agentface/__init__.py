@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -169,9 +168,8 @@ async def desired(host: AgentHost, svc: Svc, seen: int = -1, wait: float = 0.0) 
     when the host's version passes ``seen``, or after ``wait`` seconds (at most 30)."""
     if not 0 <= wait <= MAX_WAIT:
         raise InvalidInput(f"wait: 0 to {MAX_WAIT:.0f} seconds")
-    deadline = time.monotonic() + wait
-    while svc.notifier.version(host.id) <= seen and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
+    if wait > 0:
+        await svc.notifier.wait(host.id, seen, wait)
     version = svc.notifier.version(host.id)
     instances = await asyncio.to_thread(_desired, svc, host)
     return Desired(version=version, instances=instances)
