@@ -24,9 +24,7 @@ import contextlib
 import os
 import secrets
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -38,6 +36,7 @@ from pathlib import Path
 
 import httpx
 
+from common import controller  # bench/common.py
 from nubes.api.services import Services
 from nubes.config import PasswordHashing, Settings
 from nubes.controller.bootstrap import PASSWORD_FILE, initialise
@@ -137,49 +136,6 @@ def in_process(settings: Settings, login: Login, n_issue: int, n_validate: int) 
     finally:
         db.dispose()
     return results
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextlib.contextmanager
-def controller(state_dir: Path, database_url: str) -> Iterator[str]:
-    """A controller subprocess; yields its URL, and always stops it (by its PID)."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NUBES_")}
-    env.update(NUBES_LOG_LEVEL="warning", PYTHONUNBUFFERED="1")
-    if database_url:
-        env["NUBES_DATABASE_URL"] = database_url
-    log_path = state_dir / "bench-controller.log"
-    argv = [sys.executable, "-m", "nubes.controller.run", "--state-dir", str(state_dir)]
-    argv += ["--port", str(port), "--host", "127.0.0.1"]
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                raise SystemExit(
-                    f"the controller exited ({proc.returncode}):\n{log_path.read_text()}"
-                )
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise SystemExit(f"the controller did not answer on {url} within 60 s")
-            time.sleep(0.1)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def over_http(url: str, login: Login, n_issue: int, n_validate: int) -> list[Result]:

@@ -40,8 +40,9 @@ class Notifier:
         loop = asyncio.get_running_loop()
         event = asyncio.Event()
         with self._lock:
-            if self._versions.get(host_id, 0) > seen:
-                return self._versions[host_id]
+            current = self._versions.get(host_id, 0)
+            if current > seen:
+                return current
             self._waiters[host_id].add((loop, event))
         try:
             await asyncio.wait_for(event.wait(), timeout)
