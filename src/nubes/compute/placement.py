@@ -20,6 +20,8 @@ from nubes.store.cas import compare_and_swap
 from nubes.store.models import Host
 
 MAX_ATTEMPTS = 20
+#: How many hosts with room the database hands back per claim.
+CANDIDATES = 16
 
 
 @dataclass(frozen=True)
@@ -63,22 +65,45 @@ def _why_not(host: Host, request: PlacementRequest, settings: Settings) -> str |
     return None
 
 
+def _candidates(session: Session, request: PlacementRequest, settings: Settings) -> list[Host]:
+    """Hosts that are up, enabled and have room, filtered by the database (so a claim reads a
+    few rows, not every host); the image-kind check is done on these few in Python."""
+    return list(
+        session.scalars(
+            select(Host)
+            .where(
+                Host.enabled,
+                Host.state == "monitored",
+                Host.vcpus * settings.cpu_allocation_ratio - Host.allocated_vcpus >= request.vcpus,
+                Host.ram_mb * settings.ram_allocation_ratio - Host.allocated_ram_mb
+                >= request.ram_mb,
+                Host.disk_gb * settings.disk_allocation_ratio - Host.allocated_disk_gb
+                >= request.disk_gb,
+            )
+            .order_by(Host.name)
+            .limit(CANDIDATES)
+            .execution_options(populate_existing=True)
+        )
+    )
+
+
 def claim(session: Session, request: PlacementRequest, settings: Settings) -> Outcome:
     for _ in range(MAX_ATTEMPTS):
-        hosts = list(
-            session.scalars(
-                select(Host).order_by(Host.name).execution_options(populate_existing=True)
+        candidates = _candidates(session, request, settings)
+        chosen = next((h for h in candidates if _why_not(h, request, settings) is None), None)
+        if chosen is None and len(candidates) == CANDIDATES:
+            # The first few with room cannot run this image: look at every host.
+            hosts = list(
+                session.scalars(
+                    select(Host).order_by(Host.name).execution_options(populate_existing=True)
+                )
             )
-        )
-        reasons: Counter[str] = Counter()
-        chosen = None
-        for host in hosts:
-            why = _why_not(host, request, settings)
-            if why is None:
-                chosen = host
-                break
-            reasons[why] += 1
+            chosen = next((h for h in hosts if _why_not(h, request, settings) is None), None)
         if chosen is None:
+            hosts = list(session.scalars(select(Host).order_by(Host.name)))
+            reasons = Counter(
+                why for h in hosts if (why := _why_not(h, request, settings)) is not None
+            )
             return Outcome(None, reason=_explain(hosts, reasons, request, settings))
         try:
             compare_and_swap(
@@ -95,7 +120,6 @@ def claim(session: Session, request: PlacementRequest, settings: Settings) -> Ou
         except GenerationConflict:
             continue
         kind = _image_kind(chosen, request)
-        session.refresh(chosen)
         return Outcome(chosen, kind)
     return Outcome(None, reason="every suitable host changed while placing; try again")
 

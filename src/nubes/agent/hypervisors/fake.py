@@ -20,16 +20,18 @@ Semantics (``status`` after each operation, from each state; "error" is a
         never fails because the guest ignored it.
     (c) a paused guest cannot hear an ACPI request: it is stopped hard at once.
     (d) stopping a crashed instance acknowledges the crash; nothing is left running.
-    (e) the guest is asked to reboot itself (ACPI power-off, then power on again in the same
-        process); a guest that ignores the request within the driver's soft reboot timeout is
-        reset hard instead, so a soft reboot always ends with the guest booting again.
+    (e) the guest is asked to shut down (ACPI) and is powered on again once it is off; a guest
+        that ignores the request for the driver's ``soft_reboot_timeout`` is reset hard
+        instead, so a soft reboot always ends with the guest booting again.
 
 ``crashed`` means the guest died without being asked (killed, emulator crash, guest panic). It
 stays ``crashed`` until ``start``, ``stop``, a hard ``reboot`` or ``destroy``. ``status`` never
 fails for an absent instance: it reports ``absent``. ``list_instances`` lists every id with
-artefacts, whatever its state. Instances outlive the driver object: a new driver on the same
-``state_dir`` (an agent restart) finds them in the state they were in (the fake persists its
-bookkeeping to ``state_dir/fake-instances.json``).
+artefacts, whatever its state. ``console_log`` of an absent instance is an error, of one never
+started an empty string; the log survives restarts. Instances outlive the driver object: a new
+driver on the same ``state_dir`` (an agent restart) finds them in the state they were in (the
+fake persists its bookkeeping to ``state_dir/fake-instances/<id>.json``). Ids are file names:
+not empty, no ``/``, no leading dot.
 
 Failure injection, for the whole host (constructor) or one instance (:meth:`inject`):
 
@@ -37,8 +39,8 @@ Failure injection, for the whole host (constructor) or one instance (:meth:`inje
   anything;
 - ``hang_at``: operations that block until :meth:`release_hangs` is called (then go on) or
   ``hang_timeout`` seconds pass (then raise a retryable error), like a wedged host;
-- ``crash_after``: seconds after each start when the guest goes ``crashed``, computed from
-  timestamps when the state is next read (no thread or timer per instance);
+- ``crash_after``: seconds after each start when a running guest goes ``crashed``, computed
+  from timestamps when the state is next read (no thread or timer per instance);
 - ``ignore_shutdown``: the guest ignores ACPI requests (``stop`` waits out its timeout, soft
   ``reboot`` falls back to a reset).
 
@@ -84,7 +86,7 @@ OPERATIONS = frozenset(
     }
 )
 DEFAULT_CAPACITY: Mapping[str, int] = {"vcpus": 64, "ram_mb": 262144, "disk_gb": 4096}
-STATE_FILE = "fake-instances.json"
+STATE_DIR = "fake-instances"  # one JSON file per instance: a write costs O(1)
 CONSOLE_LIMIT = 65536  # bytes of console text kept per instance
 
 
@@ -212,7 +214,7 @@ class FakeHypervisor(Hypervisor):
             running = inst is not None and inst.power is PowerState.running
             if crash_after is not None and running and inst and inst.started_at is not None:
                 inst.crash_at = inst.started_at + crash_after
-                self._save()
+                self._save(instance_id)
 
     def clear_faults(self, instance_id: str | None = None) -> None:
         """Forget one instance's faults, or every fault (host-wide ones too) when no id."""
@@ -250,13 +252,13 @@ class FakeHypervisor(Hypervisor):
         """absent → stopped. Creating an existing instance changes nothing (not even its
         spec)."""
         self._enter("create", spec.id)
-        if not spec.id:
-            raise HypervisorError("an instance id must not be empty", retryable=False)
+        if not spec.id or "/" in spec.id or spec.id.startswith("."):
+            raise HypervisorError(f"invalid instance id {spec.id!r}", retryable=False)
         with self._lock:
             if spec.id in self._instances:
                 return
             self._instances[spec.id] = _Instance(spec=spec_to_json(spec))
-            self._save()
+            self._save(spec.id)
 
     def start(self, spec: InstanceSpec) -> None:
         """stopped/crashed → running (a boot); paused → running (resumed); running: no-op.
@@ -272,7 +274,7 @@ class FakeHypervisor(Hypervisor):
                 inst.power, inst.detail = PowerState.running, ""
             else:
                 self._boot(spec.id, inst)
-            self._save()
+            self._save(spec.id)
 
     def stop(self, instance_id: str, *, timeout: float = 30.0) -> None:
         """running → stopped: gracefully, or hard after ``timeout`` seconds when the guest
@@ -303,7 +305,7 @@ class FakeHypervisor(Hypervisor):
             inst.power, inst.detail = PowerState.stopped, detail
             inst.started_at = inst.crash_at = None
             inst.log(f"fake: {inst.spec['hostname']}: {detail}")
-            self._save()
+            self._save(instance_id)
 
     def reboot(self, instance_id: str, *, hard: bool = False) -> None:
         """Hard: reset whatever the state (a stopped or crashed instance boots). Soft: only a
@@ -326,7 +328,7 @@ class FakeHypervisor(Hypervisor):
             self._boot(instance_id, inst)
             if not hard and ignores:
                 inst.detail = "reset: the guest ignored the soft reboot request"
-            self._save()
+            self._save(instance_id)
 
     def pause(self, instance_id: str) -> None:
         """running → paused; paused: no-op; otherwise an error."""
@@ -343,7 +345,7 @@ class FakeHypervisor(Hypervisor):
         self._enter("destroy", instance_id)
         with self._lock:
             if self._instances.pop(instance_id, None) is not None:
-                self._save()
+                self._save(instance_id)
 
     def console_log(self, instance_id: str, *, tail_bytes: int = 65536) -> str:
         """The last ``tail_bytes`` of the console: a line per boot and per power-off."""
@@ -389,7 +391,7 @@ class FakeHypervisor(Hypervisor):
             inst.detail = "the guest died without being asked (injected crash)"
             inst.crash_at = None
             inst.log(f"fake: {inst.spec['hostname']}: crashed")
-            self._save()
+            self._save(instance_id)
 
     def _boot(self, instance_id: str, inst: _Instance) -> None:
         now = self.clock()
@@ -411,38 +413,38 @@ class FakeHypervisor(Hypervisor):
                     f"instance {instance_id} is {inst.power}, not {source}", retryable=False
                 )
             inst.power, inst.detail = target, ""
-            self._save()
+            self._save(instance_id)
 
-    @property
-    def _state_file(self) -> Path:
-        return self.state_dir / STATE_FILE
+    def _state_path(self, instance_id: str) -> Path:
+        return self.state_dir / STATE_DIR / f"{instance_id}.json"
 
     def _load(self) -> dict[str, _Instance]:
+        instances: dict[str, _Instance] = {}
         if not self.persist:
-            return {}
+            return instances
         try:
-            raw = json.loads(self._state_file.read_text())
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as exc:
-            raise HypervisorError(f"unreadable {self._state_file}: {exc}") from exc
-        return {
-            instance_id: replace(_Instance(**data), power=PowerState(data["power"]))
-            for instance_id, data in raw.get("instances", {}).items()
-        }
+            paths = sorted((self.state_dir / STATE_DIR).glob("*.json"))
+        except OSError as exc:
+            raise HypervisorError(f"unreadable {self.state_dir / STATE_DIR}: {exc}") from exc
+        for path in paths:
+            try:
+                data = json.loads(path.read_text())
+                inst = replace(_Instance(**data), power=PowerState(data["power"]))
+            except (OSError, ValueError, TypeError, KeyError) as exc:
+                raise HypervisorError(f"unreadable {path}: {exc}") from exc
+            instances[path.stem] = inst
+        return instances
 
-    def _save(self) -> None:
-        """Write the whole bookkeeping atomically (called with the lock held)."""
+    def _save(self, instance_id: str) -> None:
+        """Write one instance's bookkeeping atomically, or remove it (lock held)."""
         if not self.persist:
             return
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        data = {
-            "version": 1,
-            "instances": {
-                instance_id: {**asdict(inst), "power": str(inst.power)}
-                for instance_id, inst in self._instances.items()
-            },
-        }
-        tmp = self._state_file.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
-        tmp.write_text(json.dumps(data, sort_keys=True))
-        os.replace(tmp, self._state_file)
+        path = self._state_path(instance_id)
+        inst = self._instances.get(instance_id)
+        if inst is None:
+            path.unlink(missing_ok=True)
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(path.name + ".partial")
+        partial.write_text(json.dumps({**asdict(inst), "power": str(inst.power)}))
+        os.replace(partial, path)
