@@ -130,10 +130,11 @@ def heartbeat(body: Heartbeat, host: AgentHost, svc: Svc) -> ReportOut:
 
 def _desired(svc: Any, host: Host) -> list[DesiredInstance]:
     rows: list[Instance] = svc.instances.desired_for_host(host.id)
+    images = svc.images.get_many({row.image_id for row in rows})
     out = []
     for row in rows:
-        image = svc.images.get_for_host(row.image_id)
-        kind = row.image_kind
+        image = images[row.image_id]
+        disk = row.image_kind == "disk"
         out.append(
             DesiredInstance(
                 id=row.id,
@@ -148,11 +149,10 @@ def _desired(svc: Any, host: Host) -> list[DesiredInstance]:
                 task_deadline=row.task_deadline,
                 image=ImageRef(
                     id=image.id,
-                    kind=kind,
-                    format=image.disk_format if kind == "disk" else "tar",
-                    checksum=(image.disk_checksum if kind == "disk" else image.rootfs_checksum)
-                    or "",
-                    size=image.disk_size if kind == "disk" else image.rootfs_size,
+                    kind=row.image_kind,
+                    format=image.disk_format if disk else "tar",
+                    checksum=(image.disk_checksum if disk else image.rootfs_checksum) or "",
+                    size=image.disk_size if disk else image.rootfs_size,
                 ),
                 user_data=row.user_data,
                 metadata=row.instance_metadata,
