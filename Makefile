@@ -49,6 +49,7 @@ check: lint typecheck imports test
 
 bench: install
 	$(BIN)/python bench/identity.py
+	$(BIN)/python bench/boot.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
