@@ -7,70 +7,23 @@ import json
 import os
 import re
 import stat
-from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from fastapi.testclient import TestClient
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
 from nubes.cli import client as cli_client
-from nubes.cli.main import app
+from tests.functional.cli_harness import Run, admin_runner, data, ok
 
 ERROR_LINE = re.compile(r"^error: .+ \((nubes\.[a-z_.]+), request req-[0-9a-f-]+\)$")
 PASSWORD = "secret-pass-1"
-CREDENTIAL_VARS = (
-    "NUBES_TOKEN",
-    "NUBES_URL",
-    "NUBES_USERNAME",
-    "NUBES_PASSWORD",
-    "NUBES_PROJECT",
-    "NUBES_STATE_DIR",
-    "XDG_CONFIG_HOME",
-)
-
-Run = Callable[..., Result]
 
 
 @pytest.fixture
 def nubes(cloud: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Run:
-    """Run `nubes ARGS` as the cloud admin (env credentials) against the in-process app.
-
-    Each command gets its own TestClient on the cloud's app: the CLI closes its client when
-    the command ends, as it should, and the fixture's client must survive that.
-    """
-    monkeypatch.setattr(
-        cli_client,
-        "make_http",
-        lambda base_url: TestClient(cloud.client.app, raise_server_exceptions=False),
-    )
-    for var in CREDENTIAL_VARS:
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-    monkeypatch.setenv("NUBES_STATE_DIR", str(tmp_path / "no-cloud-here"))
-    monkeypatch.setenv("NUBES_URL", "http://nubes.test")
-    monkeypatch.setenv("NUBES_USERNAME", "admin")
-    monkeypatch.setenv("NUBES_PASSWORD", cloud.admin_password)
-    monkeypatch.setenv("NUBES_PROJECT", "admin")
-    runner = CliRunner()
-
-    def run(
-        *args: str, input: str | None = None, env: Mapping[str, str | None] | None = None
-    ) -> Result:
-        return runner.invoke(app, list(args), input=input, env=dict(env or {}))
-
-    return run
-
-
-def ok(result: Result) -> Result:
-    assert result.exit_code == 0, (result.stdout, result.stderr, result.exception)
-    return result
-
-
-def data(result: Result) -> Any:
-    return json.loads(ok(result).stdout)
+    return admin_runner(cloud, monkeypatch, tmp_path)
 
 
 def error_code(result: Result) -> str:

@@ -18,58 +18,18 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
-from nubes.cli import client as cli_client
 from nubes.cli import server as cli_server
-from nubes.cli.main import app
+from tests.functional.cli_harness import Run, admin_runner, data, ok
 
-CREDENTIAL_VARS = (
-    "NUBES_TOKEN",
-    "NUBES_URL",
-    "NUBES_USERNAME",
-    "NUBES_PASSWORD",
-    "NUBES_PROJECT",
-    "NUBES_STATE_DIR",
-    "XDG_CONFIG_HOME",
-)
 CONSOLE = "nubes tiny guest\n\x1b[1mbooted\x1b[0m\nlogin: "
-
-Run = Callable[..., Result]
 
 
 @pytest.fixture
 def nubes(cloud: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Run:
-    """Run `nubes ARGS` as the cloud admin against the in-process app (see test_cli.py)."""
-    monkeypatch.setattr(
-        cli_client,
-        "make_http",
-        lambda base_url: TestClient(cloud.client.app, raise_server_exceptions=False),
-    )
     monkeypatch.setattr(cli_server, "POLL_SECONDS", 0.02)
-    for var in CREDENTIAL_VARS:
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-    monkeypatch.setenv("NUBES_STATE_DIR", str(tmp_path / "no-cloud-here"))
-    monkeypatch.setenv("NUBES_URL", "http://nubes.test")
-    monkeypatch.setenv("NUBES_USERNAME", "admin")
-    monkeypatch.setenv("NUBES_PASSWORD", cloud.admin_password)
-    monkeypatch.setenv("NUBES_PROJECT", "admin")
-    runner = CliRunner()
-
-    def run(*args: str, env: Mapping[str, str | None] | None = None) -> Result:
-        return runner.invoke(app, list(args), env=dict(env or {}))
-
-    return run
-
-
-def ok(result: Result) -> Result:
-    assert result.exit_code == 0, (result.stdout, result.stderr, result.exception)
-    return result
-
-
-def data(result: Result) -> Any:
-    return json.loads(ok(result).stdout)
+    return admin_runner(cloud, monkeypatch, tmp_path)
 
 
 def failed(result: Result) -> str:
