@@ -43,6 +43,8 @@ time_cost = 1
 parallelism = 1
 """
 MARKER = "NUBES-TINY-BOOTED"
+#: simulated hosts per HTTP client in the storm
+SHARD = 50
 
 
 def admin_client(url: str, state: Path) -> httpx.Client:
@@ -198,6 +200,7 @@ class SimHost:
     name: str
     credential: str
     driver: FakeHypervisor
+    http: httpx.AsyncClient
     reported: dict[str, str] = field(default_factory=dict)
 
 
@@ -213,7 +216,8 @@ class Storm:
         return table.setdefault(key, asyncio.Event())
 
 
-async def sim_host(storm: Storm, http: httpx.AsyncClient, host: SimHost) -> None:
+async def sim_host(storm: Storm, host: SimHost) -> None:
+    http = host.http
     headers = {"Authorization": f"Bearer {host.credential}"}
     seen = -1
     while not storm.stop.is_set():
@@ -263,18 +267,21 @@ async def sim_host(storm: Storm, http: httpx.AsyncClient, host: SimHost) -> None
                 host.reported.pop(iid)
 
 
-async def heartbeats(storm: Storm, http: httpx.AsyncClient, every: float) -> None:
+async def heartbeats(storm: Storm, hosts: list[SimHost], every: float) -> None:
+    """Like real agents: each host every ``every`` seconds, all hosts of a shard at once."""
     while not storm.stop.is_set():
         started = time.monotonic()
-        for host in storm.hosts:
-            if storm.stop.is_set():
-                return
-            await http.post(
-                "/v1/agent/heartbeat",
-                json={"metrics": {}},
-                headers={"Authorization": f"Bearer {host.credential}"},
-            )
-            await asyncio.sleep(max(0.0, every / len(storm.hosts) - 0.0005))
+        await asyncio.gather(
+            *(
+                h.http.post(
+                    "/v1/agent/heartbeat",
+                    json={"metrics": {}},
+                    headers={"Authorization": f"Bearer {h.credential}"},
+                )
+                for h in hosts
+            ),
+            return_exceptions=True,
+        )
         await asyncio.sleep(max(0.0, every - (time.monotonic() - started)))
 
 
@@ -282,10 +289,13 @@ async def storm_run(
     url: str, admin_token: str, n_hosts: int, concurrency: int, iterations: int, root: Path
 ) -> None:
     storm = Storm(url)
-    limits = httpx.Limits(
-        max_connections=n_hosts + concurrency + 20,
-        max_keepalive_connections=n_hosts + concurrency + 20,
-    )
+    # httpcore scans its whole pool on every request: a thousand hosts on one client would
+    # make the simulator, not the controller, the bottleneck. One small client per shard.
+    shards = [
+        httpx.AsyncClient(base_url=url, timeout=60, limits=httpx.Limits(max_connections=SHARD + 5))
+        for _ in range((n_hosts + SHARD - 1) // SHARD)
+    ]
+    limits = httpx.Limits(max_connections=concurrency + 10)
     async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as http:
         admin = {"X-Auth-Token": admin_token}
         token = (await http.post("/v1/host-tokens", json={"uses": n_hosts}, headers=admin)).json()[
@@ -294,6 +304,7 @@ async def storm_run(
         started = time.perf_counter()
 
         async def join(i: int) -> SimHost:
+            client = shards[i // SHARD]
             body = {
                 "token": token,
                 "driver": "fake",
@@ -302,14 +313,17 @@ async def storm_run(
                 "disk_gb": 100,
                 "capabilities": {"image_kinds": ["disk", "rootfs"]},
             }
-            answer = (await http.post("/v1/agent/join", json=body)).json()
-            await http.post(
+            answer = (await client.post("/v1/agent/join", json=body)).json()
+            await client.post(
                 "/v1/agent/heartbeat",
                 json={"metrics": {}},
                 headers={"Authorization": f"Bearer {answer['credential']}"},
             )
             return SimHost(
-                answer["name"], answer["credential"], FakeHypervisor(root / f"h{i}", persist=False)
+                answer["name"],
+                answer["credential"],
+                FakeHypervisor(root / f"h{i}", persist=False),
+                client,
             )
 
         for batch in range(0, n_hosts, 50):
@@ -317,8 +331,13 @@ async def storm_run(
                 *(join(i) for i in range(batch, min(batch + 50, n_hosts)))
             )
         print(f"storm: {n_hosts} simulated hosts joined in {time.perf_counter() - started:.1f} s")
-        tasks = [asyncio.create_task(sim_host(storm, http, h)) for h in storm.hosts]
-        tasks.append(asyncio.create_task(heartbeats(storm, http, every=15.0)))
+        tasks = [asyncio.create_task(sim_host(storm, h)) for h in storm.hosts]
+        for first in range(0, n_hosts, SHARD):
+            tasks.append(
+                asyncio.create_task(
+                    heartbeats(storm, storm.hosts[first : first + SHARD], every=5.0)
+                )
+            )
 
         todo = iter(range(iterations))
         boots: list[float] = []
@@ -356,6 +375,8 @@ async def storm_run(
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.gather(*tasks, return_exceptions=True)
+        for client in shards:
+            await client.aclose()
 
     ok = len(totals)
     print(
