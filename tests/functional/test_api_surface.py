@@ -169,3 +169,18 @@ def test_database_down_is_503_not_500(cloud, monkeypatch):
     r = cloud.client.get("/v1/flavors", headers=token)
     assert r.status_code == 503, r.text
     assert error_of(r)["code"] == "nubes.service.unavailable"
+
+
+def test_nul_characters_are_never_a_server_error(cloud):
+    """PostgreSQL cannot store NUL in text; whatever the engine, the answer is a 4xx."""
+    admin = cloud.admin
+    r = cloud.client.get("/v1/projects/a%00b", headers=admin)
+    assert 400 <= r.status_code < 500, r.text
+    r = cloud.client.post(
+        "/v1/projects", json={"name": "nul", "description": "a\x00b"}, headers=admin
+    )
+    assert r.status_code in (201, 400), r.text
+    if r.status_code == 400:
+        assert "cannot be stored" in error_of(r)["message"]
+    r = cloud.client.post("/v1/auth/tokens", json={"username": "a\x00", "password": "b\x00"})
+    assert r.status_code in (400, 401), r.text

@@ -15,10 +15,10 @@ from typing import Any
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Connection, Engine, make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DataError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from nubes.domain.errors import Unavailable
+from nubes.domain.errors import InvalidInput, Unavailable
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
@@ -59,6 +59,11 @@ class Database:
         except OperationalError as exc:
             session.rollback()
             raise Unavailable(f"database error: {exc.orig}") from exc
+        except DataError as exc:
+            # A value the engine cannot store (PostgreSQL: NUL in text, numbers out of range):
+            # the request's fault, not the server's.
+            session.rollback()
+            raise InvalidInput(f"a value cannot be stored: {exc.orig}") from exc
         except BaseException:
             session.rollback()
             raise
@@ -74,6 +79,8 @@ class Database:
                 yield conn
         except OperationalError as exc:
             raise Unavailable(f"database error: {exc.orig}") from exc
+        except DataError as exc:
+            raise InvalidInput(f"a value cannot be stored: {exc.orig}") from exc
 
     def read(self) -> AbstractContextManager[Session]:
         """A read-only unit of work (on SQLite a deferred BEGIN: readers never queue)."""
