@@ -1,6 +1,7 @@
-"""Every subprocess nubes runs goes through :func:`subp` (cloud-init's idea): one place that
-logs, applies a timeout, and turns failure into a typed :class:`SubpError` carrying the
-command, exit code and output. Tests forbid bare ``subprocess`` use elsewhere."""
+"""Every command nubes runs to completion goes through :func:`subp` (cloud-init's idea): one
+place that logs, applies a timeout, and turns failure into a typed :class:`SubpError` carrying
+the command, exit code and output. The only other uses of ``subprocess`` start long-running
+daemons of our own (the controller and the local agent in ``nubes.controller.process``)."""
 
 from __future__ import annotations
 
