@@ -32,7 +32,7 @@ from pathlib import Path
 
 import httpx
 
-from common import controller, percentile  # bench/common.py
+from common import controller, percentile, stop_cleanly_on_sigterm  # bench/common.py
 from nubes.agent.hypervisors.base import ImageKind, InstanceSpec
 from nubes.agent.hypervisors.fake import FakeHypervisor
 
@@ -428,6 +428,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iterations", type=int, default=2000)
     parser.add_argument("--database-url", default=os.environ.get("NUBES_BENCH_DATABASE_URL", ""))
     args = parser.parse_args(argv)
+    stop_cleanly_on_sigterm()
     print(
         f"nubes boot bench: {os.cpu_count()} CPUs, "
         f"{'PostgreSQL' if args.database_url else 'SQLite'}"

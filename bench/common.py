@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import statistics
 import subprocess
@@ -14,6 +15,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+
+
+def stop_cleanly_on_sigterm() -> None:
+    """``timeout`` and service managers send SIGTERM: unwind like Ctrl-C, so the controller
+    subprocess and temporary directories are removed by their ``finally`` blocks."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
 
 def percentile(values: list[float], p: int) -> float:

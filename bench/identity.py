@@ -36,7 +36,7 @@ from pathlib import Path
 
 import httpx
 
-from common import controller  # bench/common.py
+from common import controller, stop_cleanly_on_sigterm  # bench/common.py
 from nubes.api.services import Services
 from nubes.config import PasswordHashing, Settings
 from nubes.controller.bootstrap import PASSWORD_FILE, initialise
@@ -226,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--http-n", type=int, default=200, help="HTTP issues (validations: 10x)")
     parser.add_argument("--database-url", default="", help="default: SQLite in a temp dir")
     args = parser.parse_args(argv)
+    stop_cleanly_on_sigterm()
 
     state_dir = Path(tempfile.mkdtemp(prefix="nubes-bench-"))
     settings = Settings(state_dir=state_dir, database_url=args.database_url)
