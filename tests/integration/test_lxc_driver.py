@@ -4,7 +4,6 @@ mounts, directories). Needs root, lxc and overlayfs; skips, saying why, without 
 
 from __future__ import annotations
 
-import importlib
 import os
 import shutil
 import signal
@@ -26,6 +25,7 @@ from nubes.agent.hypervisors.lxc import LxcHypervisor
 from nubes.agent.hypervisors.lxc.config import CPU_PERIOD_US, CgroupVersion
 from nubes.agent.hypervisors.lxc.host import PROC_MOUNTINFO, mounts_under, read_cgroup_layout
 from nubes.agent.hypervisors.lxc.layout import container_name
+from nubes.images.tiny import TinyImage
 from nubes.subp import subp
 
 pytestmark = pytest.mark.integration
@@ -35,17 +35,12 @@ BOOT_TIMEOUT = 30.0
 
 
 @pytest.fixture(scope="session")
-def tiny_rootfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tiny_rootfs(tiny_image: TinyImage) -> Path:
     why = LxcHypervisor.probe()
     if why is not None:
         pytest.skip(f"the lxc driver cannot run here: {why}")
-    try:
-        tiny: Any = importlib.import_module("nubes.images.tiny")
-    except ImportError as exc:
-        pytest.skip(f"nubes.images.tiny is not importable ({exc}): no guest image to boot")
-    image = tiny.build_tiny(tmp_path_factory.mktemp("tiny"), cache_dir=tiny.default_cache_dir())
-    assert image.marker == MARKER
-    return Path(image.rootfs)
+    assert tiny_image.marker == MARKER
+    return Path(tiny_image.rootfs)
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ test leaves running is killed by PID in teardown."""
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import shutil
@@ -28,6 +27,7 @@ from nubes.agent.hypervisors.qemu import QemuHypervisor
 from nubes.agent.hypervisors.qemu.cmdline import InstancePaths
 from nubes.agent.hypervisors.qemu.disks import GIB, create_overlay, virtual_size
 from nubes.agent.hypervisors.qemu.qmp import QMPClient
+from nubes.images.tiny import TinyImage
 from nubes.subp import subp
 
 pytestmark = pytest.mark.integration
@@ -38,17 +38,12 @@ BOOT_TIMEOUT = 90.0  # TCG on a loaded two-core machine; a boot takes 3-10 s
 
 
 @pytest.fixture(scope="session")
-def tiny_disk(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tiny_disk(tiny_image: TinyImage) -> Path:
     why = QemuHypervisor.probe()
     if why is not None:
         pytest.skip(f"the qemu driver cannot run here: {why}")
-    try:
-        tiny: Any = importlib.import_module("nubes.images.tiny")
-    except ImportError as exc:
-        pytest.skip(f"nubes.images.tiny is not importable ({exc}): no guest image to boot")
-    image = tiny.build_tiny(tmp_path_factory.mktemp("tiny"), cache_dir=tiny.default_cache_dir())
-    assert image.marker == MARKER
-    return Path(image.disk)
+    assert tiny_image.marker == MARKER
+    return Path(tiny_image.disk)
 
 
 def qemu_pids(instance_id: str) -> list[int]:
