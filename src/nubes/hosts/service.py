@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import exists, func, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from nubes.domain.context import RequestContext
@@ -44,6 +44,16 @@ class Joined:
     host: Host
     credential: str
     config: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    name: str
+    host: str
+    kind: str
+    state: str  # up | down
+    last_seen: datetime | None
+    detail: str
 
 
 def _not_found(ref: str) -> NotFound:
@@ -289,5 +299,31 @@ class HostService:
             session.delete(row)
             events.record(session, ctx, "host.deleted", "host", row.id, payload={"name": row.name})
 
-    def any_up(self, session: Session) -> bool:
-        return bool(session.scalar(select(exists().where(Host.state == "monitored"))))
+    def services(self, ctx: RequestContext, loops: dict[str, float]) -> list[ServiceStatus]:
+        """The controller's loops (name → time of last successful run) and every agent, each
+        up or down: down when not heard of for MISSED_HEARTBEATS beats."""
+        policy.enforce(ctx, "hosts:service:list")
+        now = utcnow()
+        stale = timedelta(seconds=HEARTBEAT_SECONDS * MISSED_HEARTBEATS)
+        rows = []
+        for name, last in sorted(loops.items()):
+            seen = datetime.fromtimestamp(last, UTC)
+            up = now - seen < stale
+            rows.append(
+                ServiceStatus(
+                    name, "controller", "controller-loop", "up" if up else "down", seen, ""
+                )
+            )
+        for host in self.list_hosts(ctx):
+            up = (
+                host.state == "monitored"
+                and host.last_seen is not None
+                and now - host.last_seen < stale
+            )
+            detail = host.error or ("" if host.enabled else f"disabled {host.disabled_reason}")
+            rows.append(
+                ServiceStatus(
+                    "agent", host.name, host.driver, "up" if up else "down", host.last_seen, detail
+                )
+            )
+        return rows

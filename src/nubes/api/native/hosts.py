@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from datetime import datetime
 from typing import Any
 
@@ -11,8 +10,6 @@ from pydantic import BaseModel, Field
 
 from nubes.api.deps import Ctx, Svc
 from nubes.api.native.common import Limit, Marker, NameFilter, Out, Strict, next_marker
-from nubes.hosts.service import HEARTBEAT_SECONDS, MISSED_HEARTBEATS
-from nubes.identity import policy
 
 router = APIRouter(tags=["hosts"])
 
@@ -108,34 +105,5 @@ def delete_host(host: str, ctx: Ctx, svc: Svc) -> None:
 @router.get("/v1/services", response_model=ServiceList)
 def list_services(ctx: Ctx, svc: Svc) -> ServiceList:
     """The controller's loops and every agent, each up or down (`nova-manage service list`)."""
-    policy.enforce(ctx, "hosts:service:list")
-    now = time.time()
-    stale = HEARTBEAT_SECONDS * MISSED_HEARTBEATS
-    rows = [
-        ServiceOut(
-            name=name,
-            host="controller",
-            kind="controller-loop",
-            state="up" if now - last < stale else "down",
-            last_seen=datetime.fromtimestamp(last).astimezone(),
-            detail="",
-        )
-        for name, last in sorted(svc.loops.items())
-    ]
-    for host in svc.hosts.list_hosts(ctx):
-        up = (
-            host.state == "monitored"
-            and host.last_seen is not None
-            and (now - host.last_seen.timestamp() < stale)
-        )
-        rows.append(
-            ServiceOut(
-                name="agent",
-                host=host.name,
-                kind=host.driver,
-                state="up" if up else "down",
-                last_seen=host.last_seen,
-                detail=host.error or ("" if host.enabled else f"disabled {host.disabled_reason}"),
-            )
-        )
-    return ServiceList(services=rows)
+    rows = svc.hosts.services(ctx, svc.loops)
+    return ServiceList(services=[ServiceOut(**row.__dict__) for row in rows])
