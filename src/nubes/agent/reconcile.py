@@ -159,8 +159,14 @@ class Reconciler:
         task_key = f"{item.get('task')}@{item.get('task_deadline')}"
         if self._done_tasks.get(instance_id) == task_key:
             extra["completed_task"] = item.get("task")
-        self._report(instance_id, {"power": seen.power.value, "console": seen.console, **extra})
-        self._send_console(instance_id)
+        console_log = self._new_console(instance_id)
+        if console_log is not None:
+            extra["console_log"] = console_log
+        self._report(
+            instance_id,
+            {"power": seen.power.value, "console": seen.console, **extra},
+            force=console_log is not None,
+        )
 
     def _ensure_running(self, item: dict[str, Any], seen: Observed) -> Observed:
         instance_id, task = item["id"], item.get("task")
@@ -182,7 +188,7 @@ class Reconciler:
     # reporting ----------------------------------------------------------------------------
 
     def _report(self, instance_id: str, body: dict[str, Any], *, force: bool = False) -> None:
-        key = tuple(sorted((k, repr(v)) for k, v in body.items()))
+        key = tuple(sorted((k, repr(v)) for k, v in body.items() if k != "console_log"))
         last = self._last_report.get(instance_id)
         now = time.monotonic()
         if not force and last and last[0] == key and now - last[1] < REPORT_EVERY:
@@ -193,17 +199,19 @@ class Reconciler:
             log.info("instance %s: the controller no longer knows it; destroying", instance_id)
             self.driver.destroy(instance_id)
 
-    def _send_console(self, instance_id: str) -> None:
+    def _new_console(self, instance_id: str) -> str | None:
+        """The console log, when it grew since it was last sent (at most once a second); it
+        rides on the instance's report rather than costing a request of its own."""
         try:
             text = self.driver.console_log(instance_id)
         except HypervisorError:
-            return
+            return None
         sent = self._console_sent.get(instance_id)
         now = time.monotonic()
         if sent and (sent[0] == len(text) or now - sent[1] < CONSOLE_EVERY):
-            return
-        self.client.report(instance_id, {"power": self._power(instance_id), "console_log": text})
+            return None
         self._console_sent[instance_id] = (len(text), now)
+        return text
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
