@@ -15,6 +15,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -283,6 +284,8 @@ class Host(Base, Timestamped, Versioned):
     so two concurrent placements can never overbook it."""
 
     __tablename__ = "hosts"
+    #: the scheduler's snapshot refreshes only the hosts changed since it last looked
+    __table_args__ = (Index("ix_hosts_updated_at", "updated_at"),)
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     name: Mapped[str] = mapped_column(String(64), unique=True)
@@ -303,6 +306,15 @@ class Host(Base, Timestamped, Versioned):
     credential_hash: Mapped[str] = mapped_column(String(64))
     last_seen: Mapped[datetime | None] = mapped_column(default=None)
     error: Mapped[str] = mapped_column(Text, default="")
+    #: per-host overrides of the allocation ratios and instance cap (None: aggregate, then
+    #: the cloud's default)
+    cpu_allocation_ratio: Mapped[float | None] = mapped_column(Float, default=None)
+    ram_allocation_ratio: Mapped[float | None] = mapped_column(Float, default=None)
+    disk_allocation_ratio: Mapped[float | None] = mapped_column(Float, default=None)
+    max_instances: Mapped[int | None] = mapped_column(Integer, default=None)
+    #: probe name → what went wrong on its last run (bad output, timeout, crash)
+    probe_errors: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    metrics_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
 class Image(Base, Timestamped):
@@ -363,6 +375,10 @@ class Instance(Base, Timestamped, Versioned):
     reason: Mapped[str] = mapped_column(Text, default="")
     console: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     launched_at: Mapped[datetime | None] = mapped_column(default=None)
+    #: what the user asked of placement: a zone, REQUIREMENTS and RANK expressions
+    availability_zone: Mapped[str | None] = mapped_column(String(64), default=None)
+    requirements: Mapped[str | None] = mapped_column(Text, default=None)
+    rank: Mapped[str | None] = mapped_column(Text, default=None)
 
 
 class ConsoleLog(Base):
@@ -375,3 +391,52 @@ class ConsoleLog(Base):
     )
     text: Mapped[str] = mapped_column(Text, default="")
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Aggregate(Base, Timestamped, Versioned):
+    """A set of hosts with metadata (matched against flavor extra specs, allocation ratio
+    overrides) and optionally an availability zone: a zone is an aggregate's name for users."""
+
+    __tablename__ = "aggregates"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    availability_zone: Mapped[str | None] = mapped_column(String(64), default=None, index=True)
+    aggregate_metadata: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+
+
+class AggregateHost(Base):
+    __tablename__ = "aggregate_hosts"
+
+    aggregate_id: Mapped[str] = mapped_column(
+        ForeignKey("aggregates.id", ondelete="CASCADE"), primary_key=True
+    )
+    host_id: Mapped[str] = mapped_column(
+        ForeignKey("hosts.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+
+
+class ServerGroup(Base):
+    """Instances placed together (affinity) or apart (anti-affinity), hard or soft."""
+
+    __tablename__ = "server_groups"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=lambda: str(uuid.uuid4()))
+    name: Mapped[str] = mapped_column(String(64))
+    project_id: Mapped[str] = mapped_column(
+        ForeignKey("projects.id", ondelete="RESTRICT"), index=True
+    )
+    user_id: Mapped[str] = mapped_column(String(32))
+    policy: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ServerGroupMember(Base):
+    __tablename__ = "server_group_members"
+
+    group_id: Mapped[str] = mapped_column(
+        ForeignKey("server_groups.id", ondelete="CASCADE"), primary_key=True
+    )
+    instance_id: Mapped[str] = mapped_column(
+        ForeignKey("instances.id", ondelete="CASCADE"), primary_key=True, unique=True
+    )

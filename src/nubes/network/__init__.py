@@ -1,0 +1,1 @@
+"""Virtual networks: networks, subnets, ports, IPAM, security groups, routers, floating IPs."""
