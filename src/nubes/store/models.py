@@ -379,6 +379,8 @@ class Instance(Base, Timestamped, Versioned):
     availability_zone: Mapped[str | None] = mapped_column(String(64), default=None)
     requirements: Mapped[str | None] = mapped_column(Text, default=None)
     rank: Mapped[str | None] = mapped_column(Text, default=None)
+    #: attach an ISO 9660 config drive (label config-2) carrying metadata and user data
+    config_drive: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 class ConsoleLog(Base):
