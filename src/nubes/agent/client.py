@@ -59,8 +59,40 @@ class ControllerClient:
         body = {**facts, "token": token, "name": name}
         return dict(self._call("POST", "/v1/agent/join", json=body))
 
-    def heartbeat(self, metrics: dict[str, Any], *, leaving: bool = False) -> None:
-        self._call("POST", "/v1/agent/heartbeat", json={"metrics": metrics, "leaving": leaving})
+    def heartbeat(
+        self,
+        metrics: dict[str, Any],
+        *,
+        leaving: bool = False,
+        probe_errors: dict[str, str] | None = None,
+        probes_version: str | None = None,
+    ) -> dict[str, Any]:
+        """Report this cycle's metrics; the answer carries the probes version to have."""
+        body: dict[str, Any] = {"metrics": metrics, "leaving": leaving}
+        if probe_errors is not None:
+            body["probe_errors"] = probe_errors
+        if probes_version is not None:
+            body["probes_version"] = probes_version
+        return dict(self._call("POST", "/v1/agent/heartbeat", json=body) or {})
+
+    def download_probes(self, limit: int = 4 << 20) -> tuple[str, bytes]:
+        """This host's probe bundle (a tar) and its version; refused beyond ``limit`` bytes."""
+        try:
+            with self.http.stream(
+                "GET", "/v1/agent/probes", headers=self._headers(), timeout=60
+            ) as response:
+                if response.status_code >= 400:
+                    raise ControllerError(
+                        f"probe bundle: HTTP {response.status_code}", response.status_code
+                    )
+                data = bytearray()
+                for chunk in response.iter_bytes(1 << 16):
+                    data.extend(chunk)
+                    if len(data) > limit:
+                        raise ControllerError(f"probe bundle: larger than {limit} bytes")
+                return response.headers.get("x-nubes-probes-version", ""), bytes(data)
+        except httpx.HTTPError as exc:
+            raise ControllerError(f"downloading the probe bundle: {exc}") from exc
 
     def desired(self, seen: int, wait: float) -> dict[str, Any]:
         return dict(
