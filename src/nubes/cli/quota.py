@@ -67,6 +67,16 @@ def quota_set(
     key_pairs: Annotated[
         int | None, typer.Option(min=UNLIMITED, help="Per user.", show_default=False)
     ] = None,
+    server_groups: Limit = None,
+    server_group_members: Annotated[
+        int | None,
+        typer.Option(
+            min=UNLIMITED, help="Servers in groups, over the project.", show_default=False
+        ),
+    ] = None,
+    subnets: Limit = None,
+    routers: Limit = None,
+    security_group_rules: Limit = None,
     fmt: FormatOption = Format.table,
 ) -> None:
     """Change a project's limits (cloud admins)."""
@@ -81,6 +91,11 @@ def quota_set(
         "floating_ips": floating_ips,
         "security_groups": security_groups,
         "key_pairs": key_pairs,
+        "server_groups": server_groups,
+        "server_group_members": server_group_members,
+        "subnets": subnets,
+        "routers": routers,
+        "security_group_rules": security_group_rules,
     }
     assert set(given) == set(QUOTA_RESOURCES), "an option per quota resource"
     limits = {name: value for name, value in given.items() if value is not None}
