@@ -32,6 +32,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from nubes.agent import configdrive
 from nubes.agent.hypervisors.base import (
     Capabilities,
     Hypervisor,
@@ -73,6 +74,7 @@ def _write_atomic(path: Path, text: str, mode: int = 0o600) -> None:
 @register
 class LxcHypervisor(Hypervisor):
     name = "lxc"
+    makes_own_nics = True  # LXC creates each NIC's veth pair at start (config.nic_lines)
 
     def __init__(self, state_dir: Path, **options: Any) -> None:
         super().__init__(state_dir, **options)
@@ -97,7 +99,7 @@ class LxcHypervisor(Hypervisor):
             details={
                 "cgroup": f"cgroup {cgroup}" if isinstance(cgroup, CgroupVersion) else cgroup,
                 "cpu_limit": f"CFS quota: vcpus x {CPU_PERIOD_US} us per {CPU_PERIOD_US} us",
-                "network": "none (loopback only)",
+                "network": "a veth per NIC on the network's bridge",
                 "privileged": True,
             },
         )
@@ -187,6 +189,8 @@ class LxcHypervisor(Hypervisor):
             ram_mb=spec.ram_mb,
             vcpus=spec.vcpus,
             cgroup=cgroup,
+            config_drive=paths.config_drive if spec.config_drive is not None else None,
+            nics=spec.nics,
         )
         try:
             return render(cfg)
@@ -216,6 +220,7 @@ class LxcHypervisor(Hypervisor):
             paths.upper.mkdir(mode=0o755, exist_ok=True)
             paths.upper.chmod(0o755)  # the container's / takes the upper dir's mode
             self._set_desired(paths, DESIRED_STOPPED)
+            configdrive.sync_tree(paths.config_drive, spec.config_drive)
             _write_atomic(paths.config, text)  # last: a config means create finished
             undo.pop_all()
 
@@ -242,6 +247,7 @@ class LxcHypervisor(Hypervisor):
             self._set_desired(paths, DESIRED_RUNNING)
             return
         # Re-rendered on every start so a changed spec or a new driver version applies.
+        configdrive.sync_tree(paths.config_drive, spec.config_drive)
         _write_atomic(paths.config, self._render(spec, paths, self._rootfs(spec)))
         self._power_on(paths)
 

@@ -13,6 +13,7 @@
           upper/ work/                    overlayfs upper and work dirs (work is LXC's)
           console.log console.log.1       guest console, rotated by LXC at 1 MiB
           lxc.log                         LXC's own warnings and errors
+          config-drive/ config-drive.sha256  the config drive's files (bind-mounted read-only)
 
 Pure: no I/O. A restarted agent recomputes the same paths and names from the same ids.
 """
@@ -92,6 +93,10 @@ class InstancePaths:
     @property
     def lxc_log(self) -> Path:
         return self.dir / "lxc.log"
+
+    @property
+    def config_drive(self) -> Path:
+        return self.dir / "config-drive"
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,9 @@ really works (:mod:`.kvm`), TCG otherwise. It follows the semantics written down
 Each instance lives in ``<state_dir>/instances/<id>/`` (:class:`.cmdline.InstancePaths`): a
 qcow2 overlay on the cached base image, ``instance.json`` (written last by ``create``: the
 instance is complete), the QMP socket, the serial console log (appended across boots), QEMU's
-own log, its pidfile and its VNC display number. ``destroy`` removes the directory whole.
+own log, its pidfile, its VNC display number and its config drive ISO
+(:mod:`nubes.agent.configdrive`, rebuilt on start when its content changed). ``destroy``
+removes the directory whole.
 
 How the power state is read (``status``):
 
@@ -43,12 +45,14 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from nubes.agent import configdrive
 from nubes.agent.hypervisors.base import (
     Capabilities,
     Hypervisor,
     HypervisorError,
     ImageKind,
     InstanceSpec,
+    Nic,
     Observed,
     PowerState,
     register,
@@ -86,6 +90,7 @@ KILL_TIMEOUT = 10.0
 
 def spec_to_json(spec: InstanceSpec) -> dict[str, Any]:
     data = asdict(spec)
+    del data["config_drive"]  # bytes; kept as the ISO itself (paths.config_drive)
     data.update(
         image_path=str(spec.image_path),
         image_kind=str(spec.image_kind),
@@ -98,6 +103,15 @@ def _write_json(path: Path, data: Mapping[str, Any]) -> None:
     partial = path.with_name(path.name + ".partial")
     partial.write_text(json.dumps(data, indent=2, sort_keys=True))
     os.replace(partial, path)
+
+
+def saved_nics(paths: InstancePaths) -> tuple[Nic, ...]:
+    """The NICs of the spec last written (``start`` writes it before every launch)."""
+    try:
+        spec = json.loads(paths.spec.read_text())["spec"]
+    except (OSError, ValueError, KeyError):
+        return ()
+    return tuple(Nic(**nic) for nic in spec.get("nics") or ())
 
 
 def _trim_log(path: Path) -> None:
@@ -260,6 +274,7 @@ class QemuHypervisor(Hypervisor):
                     paths.disk, spec.image_path, spec.image_format, spec.disk_gb,
                     qemu_img=self.qemu_img,
                 )  # fmt: skip
+                configdrive.sync_iso(paths.config_drive, spec.config_drive)
                 _write_json(paths.spec, {"spec": spec_to_json(spec)})
                 undo.pop_all()
 
@@ -277,6 +292,7 @@ class QemuHypervisor(Hypervisor):
                     return
                 self._hard_stop(paths, spec.id, pid)  # powered off but lingering, or crashed
             _write_json(paths.spec, {"spec": spec_to_json(spec)})  # a resize takes effect now
+            configdrive.sync_iso(paths.config_drive, spec.config_drive)  # so does new metadata
             self._launch(paths, spec.id, spec.vcpus, spec.ram_mb)
 
     def stop(self, instance_id: str, *, timeout: float = 30.0) -> None:
@@ -429,7 +445,10 @@ class QemuHypervisor(Hypervisor):
                     if self.vnc
                     else None
                 )
-                machine = Machine(instance_id, vcpus, ram_mb, accel, display)
+                drive = paths.config_drive if paths.config_drive.exists() else None
+                machine = Machine(
+                    instance_id, vcpus, ram_mb, accel, display, drive, saved_nics(paths)
+                )
                 argv = build_argv(machine, paths, binary=self.qemu_binary)
                 try:
                     subp(argv, cwd=paths.root, timeout=60)

@@ -9,9 +9,11 @@
 #             "NUBES-TINY-ADDR <ifname> <address/prefix>" line per IPv4 address of every NIC
 #             ("none" when a NIC got no address) once DHCP has settled, and
 #             "NUBES-TINY-SHUTDOWN" when init shuts down; each at the start of a line.
-#   hostname  config drive (label config-2) > metadata service (only after a DHCP lease) >
-#             kernel command line nubes.hostname= (VMs) > the container's own (containers) >
-#             "tiny".
+#   hostname  config drive (a device labelled config-2, ISO 9660 or VFAT; in a container the
+#             seed directory /var/lib/cloud/seed/config_drive) > metadata service (only with a
+#             DHCP lease, a default route or a link-local address) > kernel command line
+#             nubes.hostname= (VMs) > the container's own (containers) > "tiny". It is the
+#             top-level "hostname" of openstack/latest/meta_data.json.
 #   services  HTTP on port 80 (busybox httpd): /index.html is the hostname and a newline;
 #             TCP echo on port 7.
 #   power     VM: ACPI power button -> acpid -> poweroff. Container: busybox init powers off
@@ -21,6 +23,8 @@ PATH=/sbin:/usr/sbin:/bin:/usr/bin
 export PATH
 STATE=/run/tiny
 CONFIG_MOUNT=/mnt/config
+SEED_DIR=/var/lib/cloud/seed/config_drive
+META_DATA=openstack/latest/meta_data.json
 METADATA_URL=http://169.254.169.254/openstack/latest/meta_data.json
 
 # Print a line on the console; also on the first serial port when that is not the console.
@@ -101,8 +105,37 @@ clean_hostname() {
 	tr -cd 'A-Za-z0-9.-' | cut -c 1-64
 }
 
+# The top-level "hostname" of a JSON document, without a JSON parser: a scanner that follows
+# strings and nesting, so neither spacing, key order nor a "hostname" key in the user's "meta"
+# can mislead it.
 json_hostname() {
-	sed -n 's/.*"hostname"[[:space:]]*:[[:space:]]*"\([^"]*\)".*/\1/p' | head -n 1 | clean_hostname
+	awk '
+		{ doc = doc $0 "\n" }
+		END {
+			n = length(doc)
+			for (i = 1; i <= n; i++) {
+				c = substr(doc, i, 1)
+				if (c == "\"") {
+					s = ""
+					for (i++; i <= n; i++) {
+						c = substr(doc, i, 1)
+						if (c == "\\") { i++; s = s substr(doc, i, 1); continue }
+						if (c == "\"") break
+						s = s c
+					}
+					if (depth == 1 && value && key == "hostname") { print s; exit }
+					if (depth == 1 && !value) key = s
+					value = 0
+				} else if (c == ":") value = 1
+				else if (c == ",") value = 0
+				else if (c == "{" || c == "[") depth++
+				else if (c == "}" || c == "]") depth--
+			}
+		}' | head -n 1 | clean_hostname
+}
+
+hostname_from_seed() {
+	[ -r "$SEED_DIR/$META_DATA" ] && json_hostname <"$SEED_DIR/$META_DATA"
 }
 
 hostname_from_config_drive() { # attempts (block devices may still be appearing)
@@ -113,14 +146,22 @@ hostname_from_config_drive() { # attempts (block devices may still be appearing)
 		sleep 0.1
 	done
 	mkdir -p "$CONFIG_MOUNT"
-	mount -o ro "$device" "$CONFIG_MOUNT" 2>/dev/null || return 0
-	meta="$CONFIG_MOUNT/openstack/latest/meta_data.json"
-	[ -r "$meta" ] && json_hostname <"$meta"
+	mount -t iso9660 -o ro "$device" "$CONFIG_MOUNT" 2>/dev/null ||
+		mount -t vfat -o ro "$device" "$CONFIG_MOUNT" 2>/dev/null || return 0
+	[ -r "$CONFIG_MOUNT/$META_DATA" ] && json_hostname <"$CONFIG_MOUNT/$META_DATA"
 	umount "$CONFIG_MOUNT" 2>/dev/null
 }
 
+# Whether 169.254.169.254 may answer: a DHCP lease (its route may have come as option 121),
+# a default route, or a link-local address of our own.
+metadata_reachable() {
+	ls "$STATE"/lease.* >/dev/null 2>&1 && return 0
+	[ -n "$(ip -4 route show default 2>/dev/null)" ] && return 0
+	ip -4 addr show 2>/dev/null | grep -q ' inet 169\.254\.'
+}
+
 hostname_from_metadata() {
-	ls "$STATE"/lease.* >/dev/null 2>&1 || return 0
+	metadata_reachable || return 0
 	# timeout(1), not wget -T: busybox 1.35's wget crashes (SIGSEGV) when given -T.
 	timeout 3 wget -q -O - "$METADATA_URL" 2>/dev/null | json_hostname
 }
@@ -145,7 +186,8 @@ choose_hostname() { # vm|container
 	# virtio-blk disks exist once their module is loaded; SCSI buses are scanned
 	# asynchronously, so give a CD-ROM config drive two seconds to appear.
 	[ "$1" = vm ] && ls -d /sys/class/scsi_host/host* >/dev/null 2>&1 && attempts=20
-	name=$(hostname_from_config_drive "$attempts")
+	name=$(hostname_from_seed)
+	[ -z "$name" ] && name=$(hostname_from_config_drive "$attempts")
 	if [ -z "$name" ]; then
 		wait_network
 		name=$(hostname_from_metadata)
