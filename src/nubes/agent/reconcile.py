@@ -15,15 +15,19 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from nubes.agent.client import ControllerClient, ControllerError
+from nubes.agent.configdrive import from_wire
 from nubes.agent.hypervisors.base import (
     Hypervisor,
     HypervisorError,
     ImageKind,
     InstanceSpec,
+    Nic,
     Observed,
     PowerState,
 )
 from nubes.agent.images import ImageCache
+from nubes.agent.network import NetworkAgent, NetworkError
+from nubes.domain.netdesired import HostNetworks, bridge_name, from_json, tap_name
 
 log = logging.getLogger("nubes.agent")
 
@@ -36,11 +40,18 @@ STOP_TIMEOUT = 30.0
 
 class Reconciler:
     def __init__(
-        self, driver: Hypervisor, client: ControllerClient, images: ImageCache, workers: int = 4
+        self,
+        driver: Hypervisor,
+        client: ControllerClient,
+        images: ImageCache,
+        workers: int = 4,
+        network: NetworkAgent | None = None,
     ) -> None:
         self.driver = driver
         self.client = client
         self.images = images
+        #: converges the host's networks before instances; None: the agent does no networking
+        self.network = network
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="reconcile")
         self._lock = threading.Lock()
         self._busy: set[str] = set()
@@ -55,7 +66,20 @@ class Reconciler:
 
     # one pass -----------------------------------------------------------------------------
 
-    def reconcile_all(self, desired: list[dict[str, Any]], *, wait: bool = False) -> None:
+    def reconcile_all(
+        self,
+        desired: list[dict[str, Any]],
+        *,
+        wait: bool = False,
+        networks: HostNetworks | None = None,
+    ) -> None:
+        """``networks`` (when the controller sends them) converge first, synchronously: a
+        guest must find its bridge, and its port's filtering, before it starts."""
+        if networks is not None and self.network is not None:
+            try:
+                self.network.converge(networks)
+            except Exception:  # a network bug must not stop instances from reconciling
+                log.exception("network: converge failed")
         wanted = {d["id"]: d for d in desired}
         jobs = []
         for instance_id in self.driver.list_instances():
@@ -135,12 +159,34 @@ class Reconciler:
             user_data=item.get("user_data"),
             metadata=dict(item.get("metadata") or {}),
             public_keys=tuple(item.get("public_keys") or ()),
+            config_drive=from_wire(item.get("config_drive")),
+            nics=tuple(_nic(n) for n in item.get("nics") or ()),
         )
+
+    def _plug(self, spec: InstanceSpec) -> None:
+        """Make the taps a QEMU guest opens (a driver that makes its own NICs needs none)."""
+        if self.network is None or self.driver.makes_own_nics:
+            return
+        for nic in spec.nics:
+            try:
+                self.network.plug(nic)
+            except NetworkError as exc:
+                raise HypervisorError(f"instance {spec.id}: NIC {nic.tap}: {exc}") from exc
+
+    def _unplug(self, item: dict[str, Any]) -> None:
+        if self.network is None or self.driver.makes_own_nics:
+            return
+        for nic in item.get("nics") or ():
+            try:
+                self.network.unplug(tap_name(nic["port_id"]))
+            except NetworkError as exc:  # the network pass removes it once the port goes
+                log.warning("instance %s: %s", item["id"], exc)
 
     def _step(self, item: dict[str, Any]) -> None:
         instance_id, desired = item["id"], item["desired_power"]
         if desired == "deleted":
             self.driver.destroy(instance_id)
+            self._unplug(item)
             self._report(instance_id, {"power": "absent"}, force=True)
             return
         if item["state"] == "error":
@@ -175,7 +221,9 @@ class Reconciler:
             if seen.power is PowerState.crashed:
                 log.warning("instance %s crashed; starting it again", instance_id)
             self._report(instance_id, {"power": seen.power.value, "phase": "booting"})
-            self.driver.start(self._spec(item))
+            spec = self._spec(item)
+            self._plug(spec)
+            self.driver.start(spec)
             self.last_start = time.monotonic()
         elif seen.power is PowerState.paused:
             self.driver.resume(instance_id)
@@ -215,3 +263,27 @@ class Reconciler:
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _nic(data: dict[str, Any]) -> Nic:
+    """A desired instance's NIC (``{"port_id", "mac", "network_id", "mtu"}``), with its
+    device names derived as the network agent derives them."""
+    return Nic(
+        port_id=str(data["port_id"]),
+        mac=str(data["mac"]).lower(),
+        tap=tap_name(str(data["port_id"])),
+        bridge=bridge_name(str(data["network_id"])),
+        mtu=int(data.get("mtu") or 1500),
+    )
+
+
+def parse_networks(value: Any) -> HostNetworks | None:
+    """The optional ``networks`` of the desired state; None when absent or unreadable (the
+    agent then leaves the host's networking as it is rather than tear it down)."""
+    if value is None:
+        return None
+    try:
+        return from_json(value)
+    except (TypeError, ValueError, AttributeError) as exc:
+        log.error("network: unreadable desired networks: %s", exc)
+        return None

@@ -16,7 +16,7 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +27,15 @@ from nubes.agent.client import ControllerClient, ControllerError
 from nubes.agent.hypervisors.base import Hypervisor, HypervisorError
 from nubes.agent.hypervisors.loader import choose
 from nubes.agent.images import ImageCache
-from nubes.agent.reconcile import Reconciler
+from nubes.agent.network import NetworkAgent, Options
+from nubes.agent.probes import DEFAULT_TIMEOUT, InstalledProbes
+from nubes.agent.reconcile import Reconciler, parse_networks
 
 log = logging.getLogger("nubes.agent")
 IDENTITY_FILE = "agent.json"
 RESYNC_SECONDS = 10.0
+#: read the whole desired state at least this often, even when told "unchanged"
+FULL_READ_SECONDS = 60.0
 #: after starting a guest, look every second for this long (console, crashes during boot)
 BOOT_WATCH_SECONDS = 20.0
 
@@ -73,13 +77,17 @@ class Agent:
         driver: Hypervisor,
         client: ControllerClient,
         config: dict[str, Any],
+        network: NetworkAgent | None = None,
     ) -> None:
         self.state_dir = state_dir
         self.identity = identity
         self.driver = driver
         self.client = client
         self.config = config
-        self.reconciler = Reconciler(driver, client, ImageCache(state_dir / "images", client))
+        self.reconciler = Reconciler(
+            driver, client, ImageCache(state_dir / "images", client), network=network
+        )
+        self.monitor = self._monitor()
         self.stopping = threading.Event()
 
     @classmethod
@@ -93,8 +101,13 @@ class Agent:
         name: str | None = None,
         http: httpx.Client | None = None,
         driver_options: dict[str, Any] | None = None,
+        network_options: dict[str, Any] | None = None,
     ) -> Agent:
         state_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            network_settings = Options.parse(state_dir / "network", network_options)
+        except (TypeError, ValueError) as exc:
+            raise AgentError(f"--network-options: {exc}") from exc
         known = Identity.load(state_dir)
         if known is None and not (url and token):
             raise AgentError(
@@ -131,26 +144,83 @@ class Agent:
             client.credential = identity.credential
         identity.save(state_dir)
         log.info("joined %s as %s (driver %s)", identity.url, identity.name, chosen.name)
-        return cls(state_dir, identity, hypervisor, client, answer["config"])
+        # VXLAN's source address, unless configured: the one that routes to the controller.
+        toward = httpx.URL(identity.url).host or None
+        network = NetworkAgent(replace(network_settings, toward=toward))
+        return cls(state_dir, identity, hypervisor, client, answer["config"], network)
+
+    def _monitor(self) -> facts.Monitor:
+        """Built-in metrics and the operator's probes. Datastores: the state dir is
+        ``default``; the controller's config may name more (``{"datastores": {name: path}}``)."""
+        kind = self.driver.name
+        datastores = {facts.DEFAULT_DATASTORE: self.state_dir}
+        datastores.update({k: Path(v) for k, v in self.config.get("datastores", {}).items()})
+        probes = InstalledProbes(
+            self.state_dir,
+            kind,
+            timeout=float(self.config.get("probe_timeout_seconds", DEFAULT_TIMEOUT)),
+            env={
+                "NUBES_HYPERVISOR": kind,
+                "NUBES_STATE_DIR": str(self.state_dir),
+                "NUBES_DRIVER_DIR": str(self.driver.state_dir),
+            },
+        )
+        host = facts.HostKind(kind, self.driver.capabilities().accelerated)
+        return facts.Monitor(host, datastores, probes)
+
+    def beat(self) -> bool:
+        """One monitoring cycle: measure, run the probes, heartbeat, and fetch the probes the
+        controller says to have. True when new probes were installed (run them at once)."""
+        metrics, errors = self.monitor.collect(self.reconciler.running)
+        probes = self.monitor.probes
+        try:
+            answer = self.client.heartbeat(
+                metrics, probe_errors=errors, probes_version=probes.version
+            )
+        except ControllerError as exc:
+            log.warning("heartbeat failed: %s", exc)
+            return False
+        wanted = answer.get("probes_version")
+        if not isinstance(wanted, str) or wanted == probes.version:
+            return False
+        installed = probes.update(self.client, wanted)
+        if probes.install_error:
+            log.warning("%s", probes.install_error)
+        else:
+            log.info(
+                "installed probes version %s: %s", probes.version[:12], sorted(probes.probes())
+            )
+        return installed
 
     def heartbeat_loop(self) -> None:
         every = float(self.config.get("heartbeat_seconds", 5))
         while not self.stopping.is_set():
+            started = time.monotonic()
             try:
-                self.client.heartbeat(facts.metrics(self.state_dir, self.reconciler.running))
-            except ControllerError as exc:
-                log.warning("heartbeat failed: %s", exc)
-            self.stopping.wait(every)
+                again = self.beat()
+            except Exception:  # monitoring must outlive any one bad cycle
+                log.exception("monitoring cycle failed")
+                again = False
+            if not again:
+                self.stopping.wait(max(0.0, every - (time.monotonic() - started)))
 
     def watch_loop(self) -> None:
         seen, backoff = -1, 1.0
+        instances: list[dict[str, Any]] = []
+        networks = None
+        full_read_at = 0.0
         while not self.stopping.is_set():
             try:
                 booting = time.monotonic() - self.reconciler.last_start < BOOT_WATCH_SECONDS
+                if time.monotonic() - full_read_at > FULL_READ_SECONDS:
+                    seen = -1  # changes made through another controller wake nobody here
                 wait = 0.0 if seen < 0 else (1.0 if booting else RESYNC_SECONDS)
                 desired = self.client.desired(seen, wait)
                 seen = int(desired["version"])
-                self.reconciler.reconcile_all(desired["instances"])
+                if not desired.get("unchanged"):
+                    instances, full_read_at = desired["instances"], time.monotonic()
+                    networks = parse_networks(desired.get("networks"))
+                self.reconciler.reconcile_all(instances, networks=networks)
                 backoff = 1.0
             except ControllerError as exc:
                 log.warning("watch failed: %s (retrying in %.0f s)", exc, backoff)
@@ -185,6 +255,13 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help='JSON keyword arguments for the driver, e.g. \'{"delays": {"start": 2}}\' (fake)',
     )
+    parser.add_argument(
+        "--network-options",
+        type=json.loads,
+        default=None,
+        help='JSON network settings, e.g. \'{"physical_networks": {"physnet1": "eth1"}, '
+        '"local_ip": "192.0.2.10"}\' (docs/dataplane.md)',
+    )
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -198,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
             driver=args.driver,
             name=args.name,
             driver_options=args.driver_options,
+            network_options=args.network_options,
         )
     except (AgentError, ControllerError, HypervisorError) as exc:
         print(f"nubes agent: {exc}", file=sys.stderr)

@@ -34,9 +34,11 @@ def tap_name(port_id: str) -> str:
     return f"tap{_short(port_id, 11)}"
 
 
-def netns_name(kind: str, resource_id: str) -> str:
-    """Namespaces the agent owns: ``nubes-dhcp-<network>``, ``nubes-router-<router>``."""
-    return f"nubes-{kind}-{_short(resource_id, 12)}"
+def netns_name(kind: str, resource_id: str, prefix: str = "nubes") -> str:
+    """Namespaces the agent owns: ``nubes-dhcp-<network>``, ``nubes-router-<router>``.
+    Namespace names are global on a machine: ``prefix`` (the agent's ``namespace_prefix``)
+    keeps two agents on one machine (test hosts) apart."""
+    return f"{prefix}-{kind}-{_short(resource_id, 12)}"
 
 
 @dataclass(frozen=True)

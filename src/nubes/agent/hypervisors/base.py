@@ -47,6 +47,19 @@ class Capabilities:
 
 
 @dataclass(frozen=True)
+class Nic:
+    """One NIC: the guest sees ``mac``; the host end is the device ``tap`` on ``bridge`` (names
+    from :mod:`nubes.domain.netdesired`). For QEMU the agent makes the tap before start; a
+    driver with ``makes_own_nics`` (LXC's veth) makes the host end itself."""
+
+    port_id: str
+    mac: str
+    tap: str
+    bridge: str
+    mtu: int = 1500
+
+
+@dataclass(frozen=True)
 class InstanceSpec:
     """Everything a driver needs to build and run one instance."""
 
@@ -63,6 +76,9 @@ class InstanceSpec:
     user_data: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
     public_keys: tuple[str, ...] = ()
+    nics: tuple[Nic, ...] = ()
+    #: the config drive's files (path -> content, OpenStack layout); None: no config drive
+    config_drive: dict[str, bytes] | None = None
 
 
 @dataclass(frozen=True)
@@ -84,6 +100,9 @@ class Hypervisor(abc.ABC):
     """Base of every driver. ``state_dir`` is this driver's private directory on the host."""
 
     name: ClassVar[str]
+    #: True when the driver makes each NIC's host end itself (LXC creates a veth pair at
+    #: start); False when the agent must plug a tap before start (QEMU opens it).
+    makes_own_nics: ClassVar[bool] = False
 
     def __init__(self, state_dir: Path, **options: Any) -> None:
         self.state_dir = state_dir

@@ -66,6 +66,7 @@ from nubes.agent.hypervisors.base import (
     HypervisorError,
     ImageKind,
     InstanceSpec,
+    Nic,
     Observed,
     PowerState,
     register,
@@ -134,6 +135,11 @@ def spec_to_json(spec: InstanceSpec) -> dict[str, Any]:
     data["image_path"] = str(spec.image_path)
     data["image_kind"] = str(spec.image_kind)
     data["public_keys"] = list(spec.public_keys)
+    data["nics"] = [asdict(nic) for nic in spec.nics]
+    if spec.config_drive is not None:  # kept as text, so tests can read what a guest would
+        data["config_drive"] = {
+            path: content.decode(errors="replace") for path, content in spec.config_drive.items()
+        }
     return data
 
 
@@ -142,6 +148,8 @@ class FakeHypervisor(Hypervisor):
     """In-memory guests, persisted to one JSON file, with failure injection (module docs)."""
 
     name = "fake"
+    #: NICs are only recorded (:meth:`nics`): nothing is made on the host, no tap plugged
+    makes_own_nics = True
 
     def __init__(
         self,
@@ -346,6 +354,13 @@ class FakeHypervisor(Hypervisor):
         with self._lock:
             if self._instances.pop(instance_id, None) is not None:
                 self._save(instance_id)
+
+    def nics(self, instance_id: str) -> tuple[Nic, ...]:
+        """The NICs of the spec last given to ``create`` or ``start`` (not a driver method:
+        for tests that check what reached the driver)."""
+        with self._lock:
+            recorded = self._existing(instance_id).spec.get("nics") or ()
+        return tuple(Nic(**nic) for nic in recorded)
 
     def console_log(self, instance_id: str, *, tail_bytes: int = 65536) -> str:
         """The last ``tail_bytes`` of the console: a line per boot and per power-off."""

@@ -17,8 +17,16 @@ Choices:
   not a cpuset. A quota needs no host-wide bookkeeping of which CPU belongs to whom, allows
   over-commit like the qemu driver's vCPU threads do, and never fails when ``vcpus``
   exceeds the host's CPU count; the guest still sees every host CPU in ``nproc``.
-- Network: ``lxc.net.0.type = empty`` (loopback only) until the agent's network driver
-  hands containers a port.
+- Config drive: its files, a directory on the host, bind-mounted read-only at cloud-init's
+  seed directory for the ConfigDrive datasource (``/var/lib/cloud/seed/config_drive``),
+  which cloud-init reads before looking for a ``config-2`` device. A loop-mounted ISO would
+  need a loop device per container and a host mount to clean up; a bind mount needs neither,
+  and lives and dies with the container's mount namespace.
+- Network: one veth per NIC, LXC making the pair at start: the host end is named after the
+  port's tap and put on the network's bridge (``lxc.net.N.link``), the guest end is
+  ``ethN`` with the port's MAC and the network's MTU. The agent's nftables rules match
+  that host end by name, so they are in place before the container starts. No NIC:
+  ``lxc.net.0.type = empty`` (loopback only).
 - Every value comes from validated input: a newline in a hostname would otherwise inject
   arbitrary LXC configuration (bind mounts of the host root, for a start).
 """
@@ -30,11 +38,15 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from nubes.agent.hypervisors.base import Nic
+
 # What the guest's init understands. busybox init: SIGUSR2 powers off, SIGTERM reboots
 # (LXC's defaults, SIGPWR and SIGINT, are what systemd and sysvinit expect).
 HALT_SIGNAL = "SIGUSR2"
 REBOOT_SIGNAL = "SIGTERM"
 INIT_CMD = "/sbin/init"
+#: Relative to the container's root, as lxc.mount.entry wants it.
+CONFIG_DRIVE_TARGET = "var/lib/cloud/seed/config_drive"
 
 CPU_PERIOD_US = 100_000
 # LXC rotates console.log to console.log.1 when it reaches this size: at most two files.
@@ -52,6 +64,8 @@ _HOSTNAME = re.compile(
     r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
 )
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
+_MAC = re.compile(r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$")
 
 
 class CgroupVersion(StrEnum):
@@ -75,6 +89,8 @@ class ContainerConfig:
     vcpus: int
     cgroup: CgroupVersion
     include: Path | None = COMMON_CONF
+    config_drive: Path | None = None  # a directory of the config drive's files
+    nics: tuple[Nic, ...] = ()
 
 
 def _check_path(label: str, path: Path) -> str:
@@ -108,6 +124,42 @@ def validate(cfg: ContainerConfig) -> None:
         _check_path(label, path)
     if cfg.include is not None:
         _check_path("include", cfg.include)
+    if cfg.config_drive is not None:
+        text = _check_path("config drive", cfg.config_drive)
+        if any(ch.isspace() for ch in text):  # mount entries are split on white space
+            raise InvalidConfig(f"config drive may not contain white space: {text!r}")
+    for nic in cfg.nics:
+        validate_nic(nic)
+
+
+def validate_nic(nic: Nic) -> None:
+    for label, name in (("tap", nic.tap), ("bridge", nic.bridge)):
+        if not _IFNAME.match(name):
+            raise InvalidConfig(
+                f"NIC {label} {name!r} is not a device name (at most 15 of A-Z a-z 0-9 _ . -)"
+            )
+    if not _MAC.match(nic.mac):
+        raise InvalidConfig(f"NIC MAC {nic.mac!r} is not a MAC address (aa:bb:cc:dd:ee:ff)")
+    if not 68 <= nic.mtu <= 65535:
+        raise InvalidConfig(f"NIC MTU must be between 68 and 65535, not {nic.mtu}")
+
+
+def nic_lines(nics: tuple[Nic, ...]) -> list[str]:
+    if not nics:
+        return ["# No network but loopback.", "lxc.net.0.type = empty"]
+    lines = []
+    for index, nic in enumerate(nics):
+        key = f"lxc.net.{index}"
+        lines += [
+            f"{key}.type = veth",
+            f"{key}.veth.pair = {nic.tap}",
+            f"{key}.link = {nic.bridge}",
+            f"{key}.name = eth{index}",
+            f"{key}.hwaddr = {nic.mac.lower()}",
+            f"{key}.mtu = {nic.mtu}",
+            f"{key}.flags = up",
+        ]
+    return lines
 
 
 def cgroup_lines(cgroup: CgroupVersion, ram_mb: int, vcpus: int) -> list[str]:
@@ -126,6 +178,12 @@ def cgroup_lines(cgroup: CgroupVersion, ram_mb: int, vcpus: int) -> list[str]:
     ]
 
 
+def config_drive_lines(source: Path | None) -> list[str]:
+    if source is None:
+        return []
+    return [f"lxc.mount.entry = {source} {CONFIG_DRIVE_TARGET} none bind,ro,create=dir 0 0"]
+
+
 def render(cfg: ContainerConfig) -> str:
     """The container's ``config`` file. Raises :class:`InvalidConfig` on unsafe input."""
     validate(cfg)
@@ -141,9 +199,9 @@ def render(cfg: ContainerConfig) -> str:
         f"lxc.signal.reboot = {REBOOT_SIGNAL}",
         "lxc.autodev = 1",
         *(f"lxc.cap.drop = {cap}" for cap in EXTRA_CAP_DROP),
+        *config_drive_lines(cfg.config_drive),
         "",
-        "# No network but loopback.",
-        "lxc.net.0.type = empty",
+        *nic_lines(cfg.nics),
         "",
         *cgroup_lines(cfg.cgroup, cfg.ram_mb, cfg.vcpus),
         "",

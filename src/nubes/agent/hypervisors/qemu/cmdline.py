@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from nubes.agent.hypervisors.base import Nic
+
 #: Ids become directory names and part of QEMU options: no separators, commas or dots first.
 INSTANCE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 QMP_SOCKET = "qmp.sock"  # relative to the instance directory: unix socket paths are short
@@ -81,6 +83,11 @@ class InstancePaths:
     def vnc_display(self) -> Path:
         return self.root / "vnc-display"
 
+    @property
+    def config_drive(self) -> Path:
+        """The ISO 9660 config drive (label config-2), when the instance has one."""
+        return self.root / "config-drive.iso"
+
 
 @dataclass(frozen=True)
 class Machine:
@@ -91,6 +98,8 @@ class Machine:
     ram_mb: int
     accel: Accel
     vnc_display: int | None = None  # None: no display at all
+    config_drive: Path | None = None  # an ISO, attached read-only
+    nics: tuple[Nic, ...] = ()  # their taps exist (the agent plugs them before start)
 
 
 def escape(value: str | Path) -> str:
@@ -134,11 +143,44 @@ def build_argv(
         "-D", str(paths.qemu_log),
         "-msg", "timestamp=on",
     ]  # fmt: skip
+    if machine.config_drive is not None:
+        argv += config_drive_args(machine.config_drive)
+    argv += nic_args(machine.nics)
     if machine.vnc_display is None:
         argv += ["-display", "none"]
     else:
         argv += ["-device", "VGA", "-vnc", f"{VNC_HOST}:{machine.vnc_display}"]
     return [*argv, "-S", "-daemonize"]
+
+
+def nic_args(nics: Sequence[Nic]) -> list[str]:
+    """virtio-net on each NIC's existing tap. ``script=no``: the agent has already put the tap
+    on its bridge (QEMU never runs a helper as root); ``host_mtu`` tells the guest the
+    network's MTU (a VXLAN network's is smaller than the usual 1500)."""
+    argv: list[str] = []
+    for index, nic in enumerate(nics):
+        argv += [
+            "-netdev", f"tap,id=net{index},ifname={escape(nic.tap)},script=no,downscript=no",
+            "-device",
+            f"virtio-net-pci,netdev=net{index},mac={escape(nic.mac)},host_mtu={int(nic.mtu)}",
+        ]  # fmt: skip
+    return argv
+
+
+def config_drive_args(iso: Path) -> list[str]:
+    """The config drive as a second, read-only virtio disk: the guest finds it by its label
+    (cloud-init, the tiny guest), and virtio-blk needs no extra controller or driver, unlike a
+    SATA or SCSI CD-ROM."""
+    drive = {
+        "driver": "raw",
+        "node-name": "config0",
+        "read-only": True,
+        "file": {"driver": "file", "filename": str(iso), "read-only": True},
+    }
+    return [
+        "-blockdev", json.dumps(drive, separators=(",", ":")),
+        "-device", "virtio-blk-pci,drive=config0,serial=config-2",
+    ]  # fmt: skip
 
 
 def is_instance_process(argv: Sequence[str], instance_id: str) -> bool:
