@@ -146,7 +146,9 @@ class Agent:
         log.info("joined %s as %s (driver %s)", identity.url, identity.name, chosen.name)
         # VXLAN's source address, unless configured: the one that routes to the controller.
         toward = httpx.URL(identity.url).host or None
-        network = NetworkAgent(replace(network_settings, toward=toward))
+        network = NetworkAgent(
+            replace(network_settings, toward=toward, host_credential=identity.credential)
+        )
         return cls(state_dir, identity, hypervisor, client, answer["config"], network)
 
     def _monitor(self) -> facts.Monitor:

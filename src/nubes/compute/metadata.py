@@ -24,6 +24,7 @@ from typing import Any
 
 from nubes.domain.errors import InvalidInput
 from nubes.domain.netdesired import tap_name
+from nubes.network.instance_ports import InstanceNic
 from nubes.store.models import Instance
 
 #: Nova writes every version it knows; cloud-init asks for "latest" and falls back to dated
@@ -332,3 +333,94 @@ def config_drive_files(
     if row.user_data is not None:
         files[f"ec2/{EC2_VERSION}/user-data"] = row.user_data.encode()
     return files
+
+
+# -- the metadata service ----------------------------------------------------------------------
+
+#: cloud-init's EC2 datasource asks for 2009-04-04 first; every dated version gets the one tree
+EC2_SERVED_VERSIONS = ("2009-04-04", "latest")
+_EC2_VERSION = re.compile(r"^(latest|\d{4}-\d{2}-\d{2})$")
+TEXT = "text/plain; charset=utf-8"
+JSON = "application/json"
+OPENSTACK_FILES = ("meta_data.json", "network_data.json", "user_data", "vendor_data.json")
+
+
+def nic_data(nic: InstanceNic) -> dict[str, Any]:
+    """A NIC of :func:`nubes.network.instance_ports.instance_nics` in :func:`parse_nics`'s
+    shape (the metadata service's NICs then match the config drive's)."""
+    subnets = {s.id: s for s in nic.subnets}
+    return {
+        "port_id": nic.id,
+        "mac": nic.mac,
+        "network_id": nic.network_id,
+        "mtu": nic.mtu,
+        "fixed_ips": [
+            {
+                "ip_address": address,
+                "subnet": {
+                    "cidr": subnets[subnet_id].cidr,
+                    "gateway_ip": subnets[subnet_id].gateway_ip,
+                    "enable_dhcp": subnets[subnet_id].enable_dhcp,
+                    "dns_nameservers": list(subnets[subnet_id].dns_nameservers),
+                    "host_routes": [list(r) for r in subnets[subnet_id].host_routes],
+                },
+            }
+            for subnet_id, address in nic.fixed_ips
+            if subnet_id in subnets
+        ],
+    }
+
+
+def metadata_answer(
+    row: Instance,
+    nics: Sequence[Mapping[str, Any]],
+    path: str,
+    *,
+    via_port_id: str = "",
+    instance_type: str | None = None,
+    availability_zone: str | None = None,
+) -> tuple[str, bytes] | None:
+    """What the metadata service answers an instance asking for ``path`` (media type, body),
+    or None (404). The content is the config drive's; ``local-ipv4`` is the first IPv4 of the
+    NIC the question came through (``via_port_id``)."""
+    parts = [p for p in path.split("/") if p]
+    if not parts:
+        return TEXT, "\n".join(EC2_SERVED_VERSIONS).encode()
+    if parts[0] == "openstack":
+        return _openstack_answer(row, nics, parts[1:], availability_zone)
+    if not _EC2_VERSION.match(parts[0]):
+        return None
+    if parts[1:] == []:
+        listing = ["meta-data/"] + (["user-data"] if row.user_data is not None else [])
+        return TEXT, "\n".join(listing).encode()
+    if parts[1:] == ["user-data"]:
+        return None if row.user_data is None else (TEXT, row.user_data.encode())
+    if parts[1] != "meta-data":
+        return None
+    parsed = parse_nics(nics)
+    through = [n for n in parsed if n.port_id == via_port_id] or list(parsed)
+    tree = ec2_meta_data(
+        row, through, instance_type=instance_type, availability_zone=availability_zone
+    )
+    found = ec2_lookup(tree, "/".join(parts[2:]))
+    return None if found is None else (TEXT, found.encode())
+
+
+def _openstack_answer(
+    row: Instance,
+    nics: Sequence[Mapping[str, Any]],
+    parts: list[str],
+    availability_zone: str | None,
+) -> tuple[str, bytes] | None:
+    if not parts:
+        return TEXT, "\n".join(OPENSTACK_VERSIONS).encode()
+    if parts[0] not in OPENSTACK_VERSIONS or len(parts) > 2:
+        return None
+    files = config_drive_files(row, nics, availability_zone=availability_zone)
+    if len(parts) == 1:
+        names = [n for n in OPENSTACK_FILES if f"openstack/{parts[0]}/{n}" in files]
+        return TEXT, "\n".join(names).encode()
+    content = files.get(f"openstack/{parts[0]}/{parts[1]}")
+    if content is None:
+        return None
+    return (JSON if parts[1].endswith(".json") else TEXT), content

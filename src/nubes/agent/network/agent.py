@@ -29,6 +29,9 @@ from typing import Any, Protocol
 from nubes.agent.network import dhcp, firewall, namespaces
 from nubes.agent.network.dnsmasq import PROC, Dnsmasq, Kill, cmdline, is_ours
 from nubes.agent.network.links import Links, alias, ensure_flood_peers
+from nubes.agent.network.metadata import MetadataPaths, MetadataProxy, with_metadata_route
+from nubes.agent.network.routers import Routers
+from nubes.agent.network.routers import plan as routers_plan
 from nubes.agent.network.runner import NetworkError, Run, host_run, run_json
 from nubes.domain.netdesired import (
     HostNetworks,
@@ -74,6 +77,9 @@ class Options:
     local_ip: str | None = None
     toward: str | None = None
     dhcp_lease_seconds: int = DEFAULT_LEASE_SECONDS
+    #: the host credential the metadata proxies forward with (from the agent's identity,
+    #: never from the options JSON, which may sit on a command line)
+    host_credential: str = field(default="", repr=False)
 
     @classmethod
     def parse(cls, run_dir: Path, data: Mapping[str, Any] | None) -> Options:
@@ -173,7 +179,13 @@ class NetworkAgent:
         changes = report.changes
         networks = [n for n in desired.networks if self._valid_id(report, "network", n.id)]
         ports = [p for p in desired.ports if self._valid_port(report, p)]
-        desired = HostNetworks(networks=tuple(networks), ports=tuple(ports))
+        routers = [r for r in desired.routers if self._valid_id(report, "router", r.id)]
+        desired = HostNetworks(
+            networks=tuple(networks),
+            ports=tuple(ports),
+            routers=tuple(routers),
+            metadata_url=desired.metadata_url,
+        )
         if not self._step(report, "firewall", self._ensure_firewall, desired, changes):
             return  # no bridge without its filtering
         try:
@@ -185,6 +197,8 @@ class NetworkAgent:
             self._step(report, f"network {network.id}", self._ensure_network, links, network)
         self._step(report, "ports", self._adopt_ports, links, desired)
         served: dict[str, str] = {}
+        if desired.metadata_url and not self.options.host_credential:
+            report.errors.append("metadata: no host credential given to the network agent")
         for network in networks:
             port = self._dhcp_port(desired, network)
             if port is None:
@@ -193,7 +207,11 @@ class NetworkAgent:
             self._step(
                 report, f"dhcp {network.id}", self._ensure_dhcp, links, network, port, desired
             )
-        self._step(report, "orphans", self._remove_orphans, links, desired, served)
+        legs = self._converge_routers(report, links, desired)
+        self._step(
+            report, "metadata orphans", self._remove_metadata_orphans, links, desired, served
+        )
+        self._step(report, "orphans", self._remove_orphans, links, desired, served, legs)
 
     def _valid_id(self, report: Report, kind: str, resource_id: str) -> bool:
         if _RESOURCE_ID.match(resource_id) and ".." not in resource_id:
@@ -353,12 +371,73 @@ class NetworkAgent:
         owner = alias(self.prefix, "dhcp", network.id)
         inner = namespaces.ensure_dhcp_port(self.run, links, netns, network, port, owner)
         paths = self._dhcp_paths(network.id)
-        files = dhcp.render(network, desired.ports, paths, inner, self.options.dhcp_lease_seconds)
+        metadata = self._metadata_on(desired)
+        described = with_metadata_route(network, port) if metadata else network
+        lease = self.options.dhcp_lease_seconds
+        files = dhcp.render(described, desired.ports, paths, inner, lease)
         Dnsmasq(self.run, paths, netns, self.proc, self.kill).ensure(files, links.changes)
+        if metadata:
+            proxy = MetadataProxy(
+                self.run, self._metadata_paths(network.id), netns, self.proc, self.kill
+            )
+            proxy.ensure(network, desired, inner, self.options.host_credential, links.changes)
+
+    # -- metadata ------------------------------------------------------------------------
+
+    def _metadata_on(self, desired: HostNetworks) -> bool:
+        return bool(desired.metadata_url and self.options.host_credential)
+
+    def _metadata_paths(self, network_id: str) -> MetadataPaths:
+        return MetadataPaths(self.options.run_dir / "metadata" / network_id)
+
+    def _remove_metadata_orphans(
+        self, links: Links, desired: HostNetworks, served: dict[str, str]
+    ) -> None:
+        """Proxies of networks no longer served (or of a metadata service switched off),
+        before their namespaces go: the proxy holds a socket in one."""
+        root = self.options.run_dir / "metadata"
+        keep = set(served) if self._metadata_on(desired) else set()
+        for directory in sorted(root.iterdir()) if root.is_dir() else ():
+            if directory.name in keep:
+                continue
+            netns = netns_name("dhcp", directory.name, self.prefix)
+            paths = MetadataPaths(directory)
+            stopped = MetadataProxy(self.run, paths, netns, self.proc, self.kill).stop()
+            if stopped is not None:
+                links.changes.append(f"metadata {netns}: stopped pid {stopped}")
+            shutil.rmtree(directory)
+            links.changes.append(f"removed {directory}")
+        if root.is_dir() and not any(root.iterdir()):
+            root.rmdir()
 
     # -- orphans -------------------------------------------------------------------------
 
-    def _remove_orphans(self, links: Links, desired: HostNetworks, served: dict[str, str]) -> None:
+    # -- routers -------------------------------------------------------------------------
+
+    def _converge_routers(self, report: Report, links: Links, desired: HostNetworks) -> set[str]:
+        """Each router on its own (one's failure leaves the others converging), then the
+        namespaces of routers no longer here. Returns the bridge ends of the routers' legs,
+        which the orphan pass must keep."""
+        networks = {n.id: n for n in desired.networks}
+        routers = Routers(self.run, self.prefix)
+        plans = []
+        for router in desired.routers:
+            try:
+                plans.append(routers_plan(router, networks, self.prefix))
+            except (NetworkError, ValueError) as exc:
+                report.errors.append(f"router {router.id}: {exc}; skipped")
+        for wanted in plans:
+            self._step(report, f"router {wanted.router.id}", routers.ensure, links, wanted)
+        self._step(report, "router orphans", routers.remove_orphans, links, plans)
+        return {leg.outer for p in plans for leg in (*p.legs, *filter(None, [p.gateway]))}
+
+    def _remove_orphans(
+        self,
+        links: Links,
+        desired: HostNetworks,
+        served: dict[str, str],
+        keep: set[str] | None = None,
+    ) -> None:
         root = self.options.run_dir / "dhcp"
         for directory in sorted(root.iterdir()) if root.is_dir() else ():
             if directory.name in served:
@@ -380,6 +459,7 @@ class NetworkAgent:
                 namespaces.delete_namespace(self.run, netns, links.changes)
         wanted = {n.bridge for n in desired.networks} | set(self._uplinks(desired))
         wanted |= {p.tap for p in desired.ports if p.network_id in {n.id for n in desired.networks}}
+        wanted |= keep or set()
         for link in sorted(links.owned(self.prefix), key=lambda lk: lk.kind == "bridge"):
             if link.name not in wanted:
                 links.delete(link.name)
