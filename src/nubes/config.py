@@ -8,12 +8,20 @@ test keeps the two equal. This module reads files and the environment; it never 
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from nubes.domain.errors import InvalidInput
 from nubes.domain.quotas import QUOTA_RESOURCES
@@ -36,6 +44,36 @@ class PasswordHashing(BaseModel):
     memory_kib: int = Field(19456, ge=1024, description="argon2id memory cost in KiB.")
     time_cost: int = Field(2, ge=1, description="argon2id passes over memory.")
     parallelism: int = Field(2, ge=1, le=16, description="argon2id lanes (threads).")
+
+
+class SchedulerSettings(BaseModel):
+    """How the scheduler chooses among hosts that fit (docs/scheduling.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    weigher: Literal["pack", "spread", "load"] = Field(
+        "spread",
+        description="pack: fill the fullest host first; spread: the emptiest; load: the least "
+        "loaded (USED_CPU).",
+    )
+    rank_weight: float = Field(10.0, ge=0, description="Weight of a request's RANK.")
+    ram_weight: float = Field(1.0, ge=0, description="Weight of free RAM in pack/spread.")
+    cpu_weight: float = Field(1.0, ge=0, description="Weight of free vCPUs in pack/spread.")
+    disk_weight: float = Field(0.5, ge=0, description="Weight of free disk in pack/spread.")
+    load_weight: float = Field(1.0, ge=0, description="Weight of the host's load.")
+    soft_affinity_weight: float = Field(
+        5.0, ge=0, description="Weight of soft-affinity and soft-anti-affinity groups."
+    )
+    max_instances_per_host: int | None = Field(
+        None, ge=1, description="Cap on instances per host (hosts and aggregates may lower it)."
+    )
+    refresh_seconds: float = Field(
+        1.0,
+        ge=0,
+        le=60,
+        description="The scheduler's snapshot of hosts is re-read at most this often (and "
+        "whenever a claim loses a race); metrics are at most this much older than their host.",
+    )
 
 
 class Settings(BaseModel):
@@ -81,6 +119,7 @@ class Settings(BaseModel):
     admin_project: str = Field("admin", description="Name of the cloud-admin project.")
     admin_user: str = Field("admin", description="Name of the first admin user.")
     password_hashing: PasswordHashing = Field(default_factory=PasswordHashing)  # type: ignore[arg-type]
+    scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)  # type: ignore[arg-type]
     default_quotas: dict[str, int] = Field(
         default_factory=lambda: dict(QUOTA_RESOURCES),
         description="Per-project limits for new projects (-1: unlimited); key_pairs is per user.",
@@ -95,6 +134,59 @@ class Settings(BaseModel):
     ram_allocation_ratio: float = Field(1.5, gt=0, description="Guest RAM per host RAM.")
     disk_allocation_ratio: float = Field(1.0, gt=0, description="Guest disk per host disk.")
     log_level: str = Field("info", description="debug, info, warning or error.")
+    default_availability_zone: str = Field(
+        "nova",
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_.\-]+$",
+        description="The availability zone of hosts in no aggregate with a zone (Nova's "
+        "default name).",
+    )
+
+    vxlan_vni_min: int = Field(
+        1, ge=1, le=16_777_215, description="Lowest VNI given to a vxlan network."
+    )
+    vxlan_vni_max: int = Field(
+        16_777_215, ge=1, le=16_777_215, description="Highest VNI given to a vxlan network."
+    )
+    global_physnet_mtu: int = Field(
+        1500,
+        ge=1280,
+        le=9216,
+        description="MTU of the hosts' physical networks: flat, vlan and local networks get it, "
+        "vxlan networks 50 bytes less (the VXLAN header).",
+    )
+    ip_cooldown_seconds: int = Field(
+        60,
+        ge=0,
+        le=86400,
+        description="A released fixed IP is not handed out again for this long (unless asked for "
+        "by address), so a stale ARP entry or connection never reaches a new owner.",
+    )
+    default_network_cidr: str = Field(
+        "10.42.0.0/24",
+        description="CIDR of `default-subnet`, the subnet of the network `default` that "
+        "`nubes up` makes for the admin project.",
+    )
+
+    @field_validator("vxlan_vni_max")
+    @classmethod
+    def _vni_range(cls, value: int, info: ValidationInfo) -> int:
+        low = info.data.get("vxlan_vni_min", 1)
+        if value < low:
+            raise ValueError(f"the VNI range is empty: vxlan_vni_max {value} < vxlan_vni_min {low}")
+        return value
+
+    @field_validator("default_network_cidr")
+    @classmethod
+    def _cidr(cls, value: str) -> str:
+        try:
+            network = ipaddress.ip_network(value)
+        except ValueError as exc:
+            raise ValueError(f"not a CIDR such as 10.42.0.0/24 ({exc})") from exc
+        if network.version != 4 or network.prefixlen > 30:
+            raise ValueError("an IPv4 CIDR of /30 or larger")
+        return str(network)
 
     @field_validator("default_quotas")
     @classmethod

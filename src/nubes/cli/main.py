@@ -11,7 +11,25 @@ import typer
 from typer.core import TyperGroup
 
 import nubes
-from nubes.cli import agent, cloud, flavor, host, identity, image, keypair, quota, server, tokens
+from nubes.cli import (
+    agent,
+    aggregate,
+    cloud,
+    flavor,
+    host,
+    identity,
+    image,
+    keypair,
+    network,
+    port,
+    quota,
+    router,
+    security_group,
+    server,
+    server_group,
+    tokens,
+    zone,
+)
 from nubes.cli.credentials import GlobalOptions
 from nubes.cli.errors import CliError
 from nubes.controller.process import ControllerError
@@ -94,6 +112,15 @@ app.add_typer(server.app, name="server")
 app.add_typer(image.app, name="image")
 app.add_typer(host.app, name="host")
 app.add_typer(host.service_app, name="service")
+app.add_typer(aggregate.app, name="aggregate")
+app.add_typer(zone.app, name="zone")
+app.add_typer(server_group.app, name="server-group")
+app.add_typer(network.app, name="network")
+app.add_typer(network.subnet_app, name="subnet")
+app.add_typer(port.app, name="port")
+app.add_typer(security_group.app, name="security-group")
+app.add_typer(router.app, name="router")
+app.add_typer(router.fip_app, name="floating-ip")
 
 
 def main() -> None:

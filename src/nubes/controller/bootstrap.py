@@ -1,7 +1,8 @@
 """First-run initialisation of a cloud, idempotent on every later run:
 
 migrations to head → token keys → admin project and user (random password, 0600 file) →
-default flavors → admin-openrc.sh and clouds.yaml. Each step is safe to repeat, so an
+default flavors → the default network, its subnet and security group →
+admin-openrc.sh and clouds.yaml. Each step is safe to repeat, so an
 interrupted ``nubes up`` is finished by the next one.
 """
 
@@ -25,6 +26,7 @@ from nubes.domain.roles import Role
 from nubes.identity import tokens
 from nubes.identity.credentials import load_credential_key
 from nubes.identity.passwords import Hasher
+from nubes.network.defaults import ensure_default_network
 from nubes.store import events
 from nubes.store.db import Database
 from nubes.store.migrate import upgrade
@@ -125,6 +127,7 @@ def initialise(settings: Settings, db: Database | None = None) -> InitResult:
                     project_id=admin_project.id,
                 )
             seed_default_flavors(session)
+            ensure_default_network(session, settings, admin_project.id)
             if session.get(Setting, "initialised_at") is None:
                 session.add(Setting(key="initialised_at", value=utcnow().isoformat()))
         password = password_file.read_text().strip() if password_file.exists() else ""

@@ -73,6 +73,65 @@ CODES: dict[str, str] = {
     "nubes.instance.no_host": "No compute host can take the instance; the message says why.",
     "nubes.state.invalid_transition": "The resource is not in a state that allows this action.",
     "nubes.service.unavailable": "A dependency (usually the database) is not reachable.",
+    "nubes.aggregate.not_found": "No such host aggregate.",
+    "nubes.zone.not_found": "No such availability zone; the message lists the zones.",
+    "nubes.aggregate.exists": "A host aggregate with this name already exists.",
+    "nubes.aggregate.in_use": "The aggregate still has hosts; remove them first.",
+    "nubes.aggregate.host_exists": "The host is already in this aggregate.",
+    "nubes.aggregate.zone_conflict": "A host would be in two availability zones; the message "
+    "names both.",
+    "nubes.aggregate.zone_in_use": "Instances on the host asked for its availability zone, so "
+    "the host may not leave that zone.",
+    "nubes.server_group.not_found": "No such server group (or not visible to the caller).",
+    "nubes.server_group.exists": "The project already has a server group with this name.",
+    "nubes.network.not_found": "No such network (or not visible to the caller).",
+    "nubes.network.in_use": "The network still has ports, a router gateway or floating IPs; the "
+    "message says which.",
+    "nubes.network.segment_in_use": "Another network of this type already uses the "
+    "segmentation id (VNI or VLAN id).",
+    "nubes.network.segments_exhausted": "Every VNI of the configured range is in use.",
+    "nubes.network.ambiguous_name": "Several networking resources visible to the caller have "
+    "this name; use the id.",
+    "nubes.subnet.not_found": "No such subnet (or not visible to the caller).",
+    "nubes.subnet.invalid": "The subnet's CIDR, gateway, allocation pools, DNS servers or routes "
+    "are wrong; the message says which and why.",
+    "nubes.subnet.overlap": "The CIDR overlaps another subnet on the same network (or on the "
+    "same router); the message names it.",
+    "nubes.subnet.in_use": "Ports or a router interface still use addresses of the subnet.",
+    "nubes.subnet.exhausted": "The subnet has no free address left in its allocation pools.",
+    "nubes.subnet.address_invalid": "The requested address is not in the subnet (or is its "
+    "network, broadcast or gateway address).",
+    "nubes.subnet.address_in_use": "The requested address is held by another port (named in the "
+    "message).",
+    "nubes.port.not_found": "No such port (or not visible to the caller).",
+    "nubes.port.in_use": "The port is bound to an instance, owned by a router, DHCP or a floating "
+    "IP, or otherwise taken.",
+    "nubes.port.mac_in_use": "Another port on the network has this MAC address.",
+    "nubes.security_group.not_found": "No such security group (or not visible to the caller).",
+    "nubes.security_group.exists": "The project already has a security group with this name.",
+    "nubes.security_group.in_use": "Ports still use the security group.",
+    "nubes.security_group.protected": "The project's default security group cannot be deleted "
+    "or renamed.",
+    "nubes.security_group_rule.not_found": "No such security group rule.",
+    "nubes.security_group_rule.invalid": "The rule's protocol, ports or remote are inconsistent; "
+    "the message says how.",
+    "nubes.security_group_rule.exists": "The group already has an identical rule.",
+    "nubes.router.not_found": "No such router (or not visible to the caller).",
+    "nubes.router.in_use": "The router still has interfaces, or floating IPs need its gateway or "
+    "interface.",
+    "nubes.router.interface_invalid": "The subnet cannot be attached to (or detached from) the "
+    "router; the message says why.",
+    "nubes.router.interface_not_found": "The router has no interface on that subnet.",
+    "nubes.router.gateway_invalid": "The network is not external, or has no subnet to take the "
+    "gateway address from.",
+    "nubes.floating_ip.not_found": "No such floating IP (or not visible to the caller).",
+    "nubes.floating_ip.unreachable": "No router joins the port's subnet to the floating IP's "
+    "external network.",
+    "nubes.floating_ip.in_use": "The fixed address already has a floating IP.",
+    "nubes.probe.invalid": "A file in the controller's probes directory is not a safe, "
+    "executable probe; the message names it.",
+    "nubes.metadata.not_found": "No metadata at that path for that port: the port is not bound "
+    "to the asking host, its instance is gone, or the path is unknown.",
 }
 
 

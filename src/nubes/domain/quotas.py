@@ -14,6 +14,11 @@ QUOTA_RESOURCES: dict[str, int] = {
     "floating_ips": 10,
     "security_groups": 10,
     "key_pairs": 100,
+    "server_groups": 10,
+    "server_group_members": 10,
+    "subnets": 10,
+    "routers": 10,
+    "security_group_rules": 100,
 }
 
 #: Resources whose usage is counted per user rather than per project.

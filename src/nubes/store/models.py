@@ -312,6 +312,8 @@ class Host(Base, Timestamped, Versioned):
     ram_allocation_ratio: Mapped[float | None] = mapped_column(Float, default=None)
     disk_allocation_ratio: Mapped[float | None] = mapped_column(Float, default=None)
     max_instances: Mapped[int | None] = mapped_column(Integer, default=None)
+    #: instances placed here and not yet deleted (moves with allocated_*, under the same CAS)
+    instance_count: Mapped[int] = mapped_column(Integer, default=0)
     #: probe name → what went wrong on its last run (bad output, timeout, crash)
     probe_errors: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     metrics_at: Mapped[datetime | None] = mapped_column(default=None)
@@ -442,3 +444,189 @@ class ServerGroupMember(Base):
     instance_id: Mapped[str] = mapped_column(
         ForeignKey("instances.id", ondelete="CASCADE"), primary_key=True, unique=True
     )
+
+
+# networking (Neutron's records; ``project_id`` is a plain string there, as in Neutron, so
+# network resources never make a project impossible to delete and may outlive it) ------------
+
+
+class Network(Base, Timestamped, Versioned):
+    """A layer-2 network. ``segmentation_id`` (a VNI or VLAN id) is unique per type and
+    physical network under the constraint below: the database, not a check, keeps two networks
+    off one segment. ``physical_network`` is "" for local and vxlan networks."""
+
+    __tablename__ = "networks"
+    __table_args__ = (UniqueConstraint("network_type", "physical_network", "segmentation_id"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=lambda: str(uuid.uuid4()))
+    name: Mapped[str] = mapped_column(String(64), index=True)
+    project_id: Mapped[str] = mapped_column(String(32), index=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    shared: Mapped[bool] = mapped_column(Boolean, default=False)
+    router_external: Mapped[bool] = mapped_column(Boolean, default=False)
+    network_type: Mapped[str] = mapped_column(String(16))
+    physical_network: Mapped[str] = mapped_column(String(64), default="")
+    segmentation_id: Mapped[int | None] = mapped_column(Integer, default=None)
+    mtu: Mapped[int] = mapped_column(Integer)
+    admin_state_up: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class Subnet(Base, Timestamped, Versioned):
+    """An address range on a network. ``allocation_pools`` is a list of [start, end];
+    ``host_routes`` a list of [destination, nexthop]."""
+
+    __tablename__ = "subnets"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=lambda: str(uuid.uuid4()))
+    name: Mapped[str] = mapped_column(String(64), index=True)
+    project_id: Mapped[str] = mapped_column(String(32), index=True)
+    network_id: Mapped[str] = mapped_column(ForeignKey("networks.id"), index=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    ip_version: Mapped[int] = mapped_column(Integer)
+    cidr: Mapped[str] = mapped_column(String(64))
+    gateway_ip: Mapped[str | None] = mapped_column(String(64), default=None)
+    allocation_pools: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    dns_nameservers: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    host_routes: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    enable_dhcp: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class Port(Base, Timestamped, Versioned):
+    """A port on a network: a MAC (unique per network), fixed IPs (rows of
+    :class:`IpAllocation`), security groups, and what it is plugged into."""
+
+    __tablename__ = "ports"
+    __table_args__ = (UniqueConstraint("network_id", "mac_address"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=lambda: str(uuid.uuid4()))
+    name: Mapped[str] = mapped_column(String(64), default="", index=True)
+    project_id: Mapped[str] = mapped_column(String(32), index=True)
+    network_id: Mapped[str] = mapped_column(ForeignKey("networks.id"), index=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    mac_address: Mapped[str] = mapped_column(String(17))
+    admin_state_up: Mapped[bool] = mapped_column(Boolean, default=True)
+    status: Mapped[str] = mapped_column(String(16), default="DOWN")
+    #: compute | network:dhcp | network:router_interface | network:router_gateway |
+    #: network:floatingip | "" (free) | anything a user put there
+    device_owner: Mapped[str] = mapped_column(String(64), default="")
+    device_id: Mapped[str] = mapped_column(String(64), default="", index=True)
+    #: the binding host (Neutron's binding:host_id)
+    host_id: Mapped[str | None] = mapped_column(
+        ForeignKey("hosts.id", ondelete="SET NULL"), default=None, index=True
+    )
+    port_security_enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    #: [{"ip_address": ..., "mac_address": ...}]
+    allowed_address_pairs: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    dns_name: Mapped[str] = mapped_column(String(64), default="")
+    #: made for an instance (deleted with it), rather than made by a user and claimed
+    auto_delete: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: the NIC's position on its instance (eth0, eth1, ...)
+    device_index: Mapped[int | None] = mapped_column(Integer, default=None)
+
+
+class IpAllocation(Base):
+    """One address of a subnet, held by a port or cooling down after release.
+
+    The primary key (subnet, address) is what makes allocation safe under concurrency: two
+    transactions can both pick an address, only one can insert it. A released address keeps its
+    row with ``port_id`` NULL until ``cooling_until``, so it is not handed out again at once."""
+
+    __tablename__ = "ip_allocations"
+
+    #: no cascade: a subnet goes only once its cooling rows are removed and no port holds an
+    #: address, so a racing allocation makes the delete fail instead of vanishing with it
+    subnet_id: Mapped[str] = mapped_column(ForeignKey("subnets.id"), primary_key=True)
+    ip_address: Mapped[str] = mapped_column(String(64), primary_key=True)
+    port_id: Mapped[str | None] = mapped_column(
+        ForeignKey("ports.id", ondelete="CASCADE"), default=None, index=True
+    )
+    cooling_until: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class SecurityGroup(Base, Timestamped, Versioned):
+    __tablename__ = "security_groups"
+    __table_args__ = (UniqueConstraint("project_id", "name"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=lambda: str(uuid.uuid4()))
+    name: Mapped[str] = mapped_column(String(64))
+    project_id: Mapped[str] = mapped_column(String(32), index=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+
+
+class SecurityGroupRule(Base):
+    """One allow rule. ``protocol`` None matches any; ``remote_group_id`` matches the addresses
+    of that group's member ports."""
+
+    __tablename__ = "security_group_rules"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=lambda: str(uuid.uuid4()))
+    security_group_id: Mapped[str] = mapped_column(
+        ForeignKey("security_groups.id", ondelete="CASCADE"), index=True
+    )
+    project_id: Mapped[str] = mapped_column(String(32), index=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    direction: Mapped[str] = mapped_column(String(8))
+    ethertype: Mapped[str] = mapped_column(String(8), default="IPv4")
+    protocol: Mapped[str | None] = mapped_column(String(16), default=None)
+    port_range_min: Mapped[int | None] = mapped_column(Integer, default=None)
+    port_range_max: Mapped[int | None] = mapped_column(Integer, default=None)
+    remote_ip_prefix: Mapped[str | None] = mapped_column(String(64), default=None)
+    remote_group_id: Mapped[str | None] = mapped_column(
+        ForeignKey("security_groups.id", ondelete="CASCADE"), default=None, index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class PortSecurityGroup(Base):
+    __tablename__ = "port_security_groups"
+
+    port_id: Mapped[str] = mapped_column(
+        ForeignKey("ports.id", ondelete="CASCADE"), primary_key=True
+    )
+    security_group_id: Mapped[str] = mapped_column(
+        ForeignKey("security_groups.id"), primary_key=True, index=True
+    )
+
+
+class Router(Base, Timestamped, Versioned):
+    """A router; its interfaces and gateway are ports (device_owner network:router_interface
+    and network:router_gateway, device_id the router), bound to the router's host."""
+
+    __tablename__ = "routers"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=lambda: str(uuid.uuid4()))
+    name: Mapped[str] = mapped_column(String(64), index=True)
+    project_id: Mapped[str] = mapped_column(String(32), index=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    admin_state_up: Mapped[bool] = mapped_column(Boolean, default=True)
+    status: Mapped[str] = mapped_column(String(16), default="ACTIVE")
+    external_network_id: Mapped[str | None] = mapped_column(
+        ForeignKey("networks.id"), default=None, index=True
+    )
+    enable_snat: Mapped[bool] = mapped_column(Boolean, default=True)
+    host_id: Mapped[str | None] = mapped_column(
+        ForeignKey("hosts.id", ondelete="SET NULL"), default=None, index=True
+    )
+
+
+class FloatingIp(Base, Timestamped, Versioned):
+    """An address on an external network (held by a network:floatingip port), optionally
+    mapped to one fixed address of a port behind a router."""
+
+    __tablename__ = "floating_ips"
+    __table_args__ = (UniqueConstraint("port_id", "fixed_ip_address"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=lambda: str(uuid.uuid4()))
+    project_id: Mapped[str] = mapped_column(String(32), index=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    floating_network_id: Mapped[str] = mapped_column(ForeignKey("networks.id"), index=True)
+    floating_port_id: Mapped[str] = mapped_column(ForeignKey("ports.id"), unique=True)
+    floating_ip_address: Mapped[str] = mapped_column(String(64))
+    port_id: Mapped[str | None] = mapped_column(
+        ForeignKey("ports.id", ondelete="SET NULL"), default=None, index=True
+    )
+    fixed_ip_address: Mapped[str | None] = mapped_column(String(64), default=None)
+    router_id: Mapped[str | None] = mapped_column(
+        ForeignKey("routers.id", ondelete="SET NULL"), default=None, index=True
+    )
+    status: Mapped[str] = mapped_column(String(16), default="DOWN")

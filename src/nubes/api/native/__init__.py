@@ -1,18 +1,25 @@
 """The native REST API v1: every route in ``ROUTERS`` (one module per resource)."""
 
 from nubes.api.native import (
+    aggregates,
     auth,
     credentials,
     flavors,
     hosts,
     images,
     keypairs,
+    networks,
+    ports,
     projects,
     quotas,
     roles,
+    routers,
+    security_groups,
+    server_groups,
     servers,
     status,
     users,
+    zones,
 )
 
 ROUTERS = [
@@ -28,4 +35,11 @@ ROUTERS = [
     images.router,
     servers.router,
     status.router,
+    aggregates.router,
+    zones.router,
+    server_groups.router,
+    networks.router,
+    ports.router,
+    security_groups.router,
+    routers.router,
 ]
