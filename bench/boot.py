@@ -35,6 +35,7 @@ import httpx
 from common import controller, percentile, stop_cleanly_on_sigterm  # bench/common.py
 from nubes.agent.hypervisors.base import ImageKind, InstanceSpec
 from nubes.agent.hypervisors.fake import FakeHypervisor
+from rawhttp import HttpError, RawHttp  # bench/rawhttp.py
 
 FAST_CONFIG = """listen_host = "127.0.0.1"
 [password_hashing]
@@ -43,7 +44,7 @@ time_cost = 1
 parallelism = 1
 """
 MARKER = "NUBES-TINY-BOOTED"
-#: simulated hosts per HTTP client in the storm
+#: simulated hosts whose heartbeats share one connection in the storm
 SHARD = 50
 
 
@@ -144,7 +145,13 @@ def latency(driver: str, n: int, database_url: str) -> None:
                 for i in range(n):
                     start = time.perf_counter()
                     server = client.post(
-                        "/v1/servers", json={"name": f"b{i}", "image": "tiny", "flavor": "m1.tiny"}
+                        "/v1/servers",
+                        json={
+                            "name": f"b{i}",
+                            "image": "tiny",
+                            "flavor": "m1.tiny",
+                            "networks": "none",  # boot alone; networking has its own bench
+                        },
                     ).json()["servers"][0]
                     running_at = marker_at = None
                     while time.perf_counter() - start < 300:
@@ -200,8 +207,12 @@ class SimHost:
     name: str
     credential: str
     driver: FakeHypervisor
-    http: httpx.AsyncClient
+    http: RawHttp  # its own connection: the long poll, then its reports
     reported: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.credential}"}
 
 
 @dataclass
@@ -217,38 +228,39 @@ class Storm:
 
 
 async def sim_host(storm: Storm, host: SimHost) -> None:
-    http = host.http
-    headers = {"Authorization": f"Bearer {host.credential}"}
+    """One simulated agent: long-poll its desired state, converge the fake driver, report."""
     seen = -1
+    instances: list[dict[str, object]] = []
     while not storm.stop.is_set():
         try:
-            r = await http.get(
-                "/v1/agent/desired", params={"seen": seen, "wait": 20}, headers=headers, timeout=40
+            status, body = await host.http.request(
+                "GET", f"/v1/agent/desired?seen={seen}&wait=20", headers=host.headers, timeout=40
             )
-        except httpx.HTTPError:
+        except (HttpError, TimeoutError):
             await asyncio.sleep(0.5)
             continue
-        if r.status_code != 200:
-            print(f"storm: {host.name}: desired state: HTTP {r.status_code} {r.text[:200]}")
+        if status != 200:
+            print(f"storm: {host.name}: desired state: HTTP {status} {str(body)[:200]}")
             await asyncio.sleep(1)
             continue
-        body = r.json()
         seen = body["version"]
-        wanted = {d["id"] for d in body["instances"]}
-        for item in body["instances"]:
-            iid = item["id"]
+        if not body.get("unchanged"):
+            instances = body["instances"]
+        wanted = {d["id"] for d in instances}
+        for item in instances:
+            iid = str(item["id"])
             if item["desired_power"] == "deleted":
                 host.driver.destroy(iid)
                 report = {"power": "absent"}
             elif item["desired_power"] == "running":
                 spec = InstanceSpec(
                     id=iid,
-                    name=item["name"],
-                    hostname=item["hostname"],
-                    vcpus=item["vcpus"],
-                    ram_mb=item["ram_mb"],
-                    disk_gb=item["disk_gb"],
-                    image_id=item["image"]["id"],
+                    name=str(item["name"]),
+                    hostname=str(item["hostname"]),
+                    vcpus=int(item["vcpus"]),  # type: ignore[call-overload]
+                    ram_mb=int(item["ram_mb"]),  # type: ignore[call-overload]
+                    disk_gb=int(item["disk_gb"]),  # type: ignore[call-overload]
+                    image_id=str(item["image"]["id"]),  # type: ignore[index]
                     image_path=Path("/nonexistent"),
                     image_kind=ImageKind.disk,
                 )
@@ -259,7 +271,9 @@ async def sim_host(storm: Storm, host: SimHost) -> None:
                 continue
             if host.reported.get(iid) == report["power"]:
                 continue
-            await http.post(f"/v1/agent/instances/{iid}/report", json=report, headers=headers)
+            await host.http.request(
+                "POST", f"/v1/agent/instances/{iid}/report", body=report, headers=host.headers
+            )
             host.reported[iid] = report["power"]
             storm.event(storm.running if report["power"] == "running" else storm.gone, iid).set()
         for iid in list(host.reported):
@@ -268,115 +282,114 @@ async def sim_host(storm: Storm, host: SimHost) -> None:
 
 
 async def heartbeats(storm: Storm, hosts: list[SimHost], every: float) -> None:
-    """Like real agents: each host every ``every`` seconds, all hosts of a shard at once."""
-    while not storm.stop.is_set():
-        started = time.monotonic()
-        await asyncio.gather(
-            *(
-                h.http.post(
-                    "/v1/agent/heartbeat",
-                    json={"metrics": {}},
-                    headers={"Authorization": f"Bearer {h.credential}"},
-                )
-                for h in hosts
-            ),
-            return_exceptions=True,
-        )
-        await asyncio.sleep(max(0.0, every - (time.monotonic() - started)))
+    """Like real agents: each host every ``every`` seconds (a shard's hosts one after another
+    on one connection)."""
+    http = RawHttp(storm.url)
+    try:
+        while not storm.stop.is_set():
+            started = time.monotonic()
+            for h in hosts:
+                with contextlib.suppress(HttpError, TimeoutError):
+                    await http.request(
+                        "POST", "/v1/agent/heartbeat", body={"metrics": {}}, headers=h.headers
+                    )
+            await asyncio.sleep(max(0.0, every - (time.monotonic() - started)))
+    finally:
+        await http.close()
 
 
 async def storm_run(
     url: str, admin_token: str, n_hosts: int, concurrency: int, iterations: int, root: Path
 ) -> None:
     storm = Storm(url)
-    # httpcore scans its whole pool on every request: a thousand hosts on one client would
-    # make the simulator, not the controller, the bottleneck. One small client per shard.
-    shards = [
-        httpx.AsyncClient(base_url=url, timeout=60, limits=httpx.Limits(max_connections=SHARD + 5))
-        for _ in range((n_hosts + SHARD - 1) // SHARD)
-    ]
-    limits = httpx.Limits(max_connections=concurrency + 10)
-    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as http:
-        admin = {"X-Auth-Token": admin_token}
-        token = (await http.post("/v1/host-tokens", json={"uses": n_hosts}, headers=admin)).json()[
-            "token"
-        ]
-        started = time.perf_counter()
+    admin = {"X-Auth-Token": admin_token}
+    setup = RawHttp(url)
+    _, body = await setup.request("POST", "/v1/host-tokens", body={"uses": n_hosts}, headers=admin)
+    token = body["token"]
+    started = time.perf_counter()
 
-        async def join(i: int) -> SimHost:
-            client = shards[i // SHARD]
-            body = {
-                "token": token,
-                "driver": "fake",
-                "vcpus": 8,
-                "ram_mb": 16384,
-                "disk_gb": 100,
-                "capabilities": {"image_kinds": ["disk", "rootfs"]},
-            }
-            answer = (await client.post("/v1/agent/join", json=body)).json()
-            await client.post(
-                "/v1/agent/heartbeat",
-                json={"metrics": {}},
-                headers={"Authorization": f"Bearer {answer['credential']}"},
-            )
-            return SimHost(
-                answer["name"],
-                answer["credential"],
-                FakeHypervisor(root / f"h{i}", persist=False),
-                client,
-            )
+    async def join(i: int) -> SimHost:
+        http = RawHttp(url)
+        facts = {
+            "token": token,
+            "driver": "fake",
+            "vcpus": 8,
+            "ram_mb": 16384,
+            "disk_gb": 100,
+            "capabilities": {"image_kinds": ["disk", "rootfs"]},
+        }
+        _, answer = await http.request("POST", "/v1/agent/join", body=facts)
+        host = SimHost(
+            answer["name"],
+            answer["credential"],
+            FakeHypervisor(root / f"h{i}", persist=False),
+            http,
+        )
+        await http.request(
+            "POST", "/v1/agent/heartbeat", body={"metrics": {}}, headers=host.headers
+        )
+        return host
 
-        for batch in range(0, n_hosts, 50):
-            storm.hosts += await asyncio.gather(
-                *(join(i) for i in range(batch, min(batch + 50, n_hosts)))
-            )
-        print(f"storm: {n_hosts} simulated hosts joined in {time.perf_counter() - started:.1f} s")
-        tasks = [asyncio.create_task(sim_host(storm, h)) for h in storm.hosts]
-        for first in range(0, n_hosts, SHARD):
-            tasks.append(
-                asyncio.create_task(
-                    heartbeats(storm, storm.hosts[first : first + SHARD], every=5.0)
-                )
-            )
+    for batch in range(0, n_hosts, 50):
+        storm.hosts += await asyncio.gather(
+            *(join(i) for i in range(batch, min(batch + 50, n_hosts)))
+        )
+    print(f"storm: {n_hosts} simulated hosts joined in {time.perf_counter() - started:.1f} s")
+    tasks = [asyncio.create_task(sim_host(storm, h)) for h in storm.hosts]
+    for first in range(0, n_hosts, SHARD):
+        tasks.append(
+            asyncio.create_task(heartbeats(storm, storm.hosts[first : first + SHARD], every=5.0))
+        )
 
-        todo = iter(range(iterations))
-        boots: list[float] = []
-        totals: list[float] = []
-        failures: list[str] = []
+    todo = iter(range(iterations))
+    boots: list[float] = []
+    totals: list[float] = []
+    failures: list[str] = []
 
-        async def worker() -> None:
+    async def worker() -> None:
+        http = RawHttp(url)
+        try:
             for i in todo:
                 t0 = time.perf_counter()
                 try:
-                    r = await http.post(
+                    _, body = await http.request(
+                        "POST",
                         "/v1/servers",
                         headers=admin,
-                        json={"name": f"s{i}", "image": "tiny", "flavor": "bench"},
+                        body={
+                            "name": f"s{i}",
+                            "image": "tiny",
+                            "flavor": "bench",
+                            "networks": "none",
+                        },
                     )
-                    server = r.json()["servers"][0]
+                    server = body["servers"][0]
                     if server["state"] == "error":
                         failures.append(server["reason"])
-                        await http.delete(f"/v1/servers/{server['id']}", headers=admin)
+                        await http.request("DELETE", f"/v1/servers/{server['id']}", headers=admin)
                         continue
                     await asyncio.wait_for(storm.event(storm.running, server["id"]).wait(), 60)
                     t1 = time.perf_counter()
-                    await http.delete(f"/v1/servers/{server['id']}", headers=admin)
+                    await http.request("DELETE", f"/v1/servers/{server['id']}", headers=admin)
                     await asyncio.wait_for(storm.event(storm.gone, server["id"]).wait(), 60)
                     boots.append(t1 - t0)
                     totals.append(time.perf_counter() - t0)
-                except (TimeoutError, httpx.HTTPError, KeyError) as exc:
+                except (TimeoutError, HttpError, KeyError, TypeError) as exc:
                     failures.append(repr(exc))
+        finally:
+            await http.close()
 
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        wall = time.perf_counter() - started
-        storm.stop.set()
-        for task in tasks:
-            task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.gather(*tasks, return_exceptions=True)
-        for client in shards:
-            await client.aclose()
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    wall = time.perf_counter() - started
+    storm.stop.set()
+    for task in tasks:
+        task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.gather(*tasks, return_exceptions=True)
+    for host in storm.hosts:
+        await host.http.close()
+    await setup.close()
 
     ok = len(totals)
     print(

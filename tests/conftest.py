@@ -14,7 +14,7 @@ from sqlalchemy import MetaData, text
 
 from nubes.api.app import create_app
 from nubes.api.services import Services
-from nubes.config import PasswordHashing, Settings
+from nubes.config import PasswordHashing, SchedulerSettings, Settings
 from nubes.controller.bootstrap import initialise
 from nubes.store.db import Database
 from nubes.store.migrate import upgrade
@@ -69,6 +69,8 @@ def settings(tmp_path: Path, database_url: str) -> Settings:
         database_url=database_url,
         password_hashing=FAST_HASHING,
         port=18770,
+        # every placement reads the hosts changed since the last: tests see what they just did
+        scheduler=SchedulerSettings(refresh_seconds=0),
     )
 
 

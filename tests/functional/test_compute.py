@@ -174,7 +174,11 @@ def test_unplaceable_instance_goes_to_error_with_reasons(cloud, agent, image):
     assert "0 of 1 hosts fit: 1 not enough RAM (need 1000000 MB" in s["reason"]
     cloud.client.patch("/v1/hosts/node-1", json={"enabled": False}, headers=admin)
     s = server(cloud, admin, name="vm2")
-    assert s["reason"] == "0 of 1 hosts fit: 1 disabled"
+    assert s["reason"] == "0 of 1 hosts fit: 1 disabled; disabled: node-1"  # admins: names
+    make_project(cloud, admin, "p1")
+    member = make_user(cloud, admin, "u1", "p1", role="member")
+    s = server(cloud, member, name="vm3")
+    assert s["reason"] == "0 of 1 hosts fit: 1 disabled"  # users: never host names
 
 
 def test_no_hosts_at_all_says_how_to_add_one(cloud, image):
@@ -269,3 +273,62 @@ def test_members_see_only_their_project_and_no_host_ids(cloud, agent, image):
     r = cloud.client.post(f"/v1/servers/{s['id']}/action", json={"action": "stop"}, headers=r1)
     assert r.status_code == 403
     assert show(cloud, admin, s["id"])["host_id"] is not None
+
+
+def test_an_idle_long_poll_answers_unchanged_without_the_instances(cloud, agent, image):
+    """A poll that waited and saw nothing new says so, and leaves the agent what it had; one
+    that saw a change, or asks with ``seen=-1``, carries the whole desired state."""
+    server(cloud, cloud.admin)
+    full = agent.client.desired(-1, 0)
+    assert full["unchanged"] is False
+    assert len(full["instances"]) == 1
+    idle = agent.client.desired(full["version"], 0.05)
+    assert idle == {
+        "version": full["version"],
+        "instances": [],
+        "networks": None,
+        "unchanged": True,
+    }
+    server(cloud, cloud.admin, name="vm2")
+    woken = agent.client.desired(full["version"], 5)
+    assert woken["unchanged"] is False
+    assert len(woken["instances"]) == 2
+    assert woken["version"] > full["version"]
+
+
+def test_a_deleted_host_is_refused_at_once_despite_the_credential_cache(cloud, tmp_path):
+    second = join_agent(cloud, tmp_path, name="gone")
+    second.client.heartbeat({})  # verified and cached
+    second.reconciler.close()
+    r = cloud.client.delete("/v1/hosts/node-1", headers=cloud.admin)
+    assert r.status_code == 204, r.text
+    with pytest.raises(Exception, match="host credential refused"):
+        second.client.heartbeat({})
+
+
+def test_due_heartbeats_are_queued_and_written_together(cloud, tmp_path, monkeypatch):
+    """A monitored host's routine beat touches no database; once due it is queued, and one
+    flush writes every queued host in one transaction."""
+    from nubes.hosts import service as hosts_service
+
+    agents = [join_agent(cloud, tmp_path, name=f"q{i}") for i in range(3)]
+    for a in agents:
+        a.client.heartbeat({"LOAD1": 1.0})  # reshaped (new metric names): written at once
+    hosts = cloud.services.hosts
+    with cloud.services.db.read() as session:
+        before = {h.name: h.last_seen for h in session.scalars(select(Host))}
+    monkeypatch.setattr(hosts_service, "WRITE_EVERY", 0.0)
+    for a in agents:
+        a.client.heartbeat({"LOAD1": 2.0})
+    with cloud.services.db.read() as session:
+        rows = {h.name: h for h in session.scalars(select(Host))}
+    assert {n: r.last_seen for n, r in rows.items()} == before  # queued, not yet written
+    assert all(r.metrics == {"LOAD1": 1.0} for r in rows.values())
+    assert hosts.flush_heartbeats() == 3
+    assert hosts.flush_heartbeats() == 0
+    with cloud.services.db.read() as session:
+        rows = {h.name: h for h in session.scalars(select(Host))}
+    assert all(r.metrics == {"LOAD1": 2.0} for r in rows.values())
+    assert all(rows[n].last_seen > before[n] for n in rows)
+    for a in agents:
+        a.reconciler.close()

@@ -59,7 +59,10 @@ def test_the_desired_state_carries_the_config_drive_only_when_asked(cloud, agent
         "web-server-1",
     )
     assert files["openstack/latest/user_data"] == b"#cloud-config\n{}\n"
-    assert json.loads(files["openstack/latest/network_data.json"])["links"] == []
+    # the instance got a NIC on the admin project's default network: the drive describes it
+    [nic] = desired_of(agent, s["id"])["nics"]
+    [link] = json.loads(files["openstack/latest/network_data.json"])["links"]
+    assert link["ethernet_mac_address"] == nic["mac"]
 
     sync(agent)  # the agent builds the instance with it
     kept = json.loads((agent.driver.state_dir / "fake-instances" / f"{s['id']}.json").read_text())

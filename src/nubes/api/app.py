@@ -11,12 +11,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 from sqlalchemy import text
 
 import nubes
@@ -44,6 +46,7 @@ async def _run_loops(services: Services) -> None:
     """The controller's own loops: hosts that missed heartbeats go to error, overdue
     instance tasks go to error. Idempotent and cheap, so every controller may run them."""
     loops: dict[str, Callable[[], object]] = {
+        "heartbeat-writer": services.hosts.flush_heartbeats,
         "host-monitor": services.hosts.check_heartbeats,
         "task-deadlines": services.instances.expire_tasks,
     }
@@ -55,6 +58,31 @@ async def _run_loops(services: Services) -> None:
             except Exception:
                 log.exception("controller loop %s failed; retrying", name)
         await asyncio.sleep(LOOP_SECONDS)
+
+
+class HostMetricsCollector(Collector):
+    """Every monitored host's last metrics, read from the database at scrape time (not kept
+    in this process): controllers sharing a database all answer the same."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    def collect(self) -> Iterator[Metric]:
+        values = GaugeMetricFamily(
+            "nubes_host_metric",
+            "A host's last reported metric (built-in or probe; docs/probes.md)",
+            labels=["host", "metric"],
+        )
+        errors = GaugeMetricFamily(
+            "nubes_host_probe_errors", "Probes that failed on a host's last run", labels=["host"]
+        )
+        for host in self.services.hosts.probes.monitored():
+            for name, value in sorted(host.metrics.items()):
+                if isinstance(value, int | float) and not isinstance(value, bool):
+                    values.add_metric([host.name, name], float(value))
+            errors.add_metric([host.name], len(host.probe_errors))
+        yield values
+        yield errors
 
 
 def create_app(services: Services, *, run_loops: bool = True) -> FastAPI:
@@ -78,6 +106,7 @@ def create_app(services: Services, *, run_loops: bool = True) -> FastAPI:
     )
     app.state.services = services
     metrics = Metrics()
+    metrics.registry.register(HostMetricsCollector(services))
     app.state.metrics = metrics
     errors.install(app)
     for router in ROUTERS:

@@ -18,12 +18,16 @@ _token_header = APIKeyHeader(
 _bearer = HTTPBearer(auto_error=False, description="The same token as a bearer token")
 
 
-def get_services(request: Request) -> Services:
+# Dependencies that do no I/O are ``async def``: FastAPI runs a plain ``def`` one in a worker
+# thread, a hop (and a wait for a free thread) on every request for nothing.
+
+
+async def get_services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
 
 
-def caller_token(
+async def caller_token(
     header: Annotated[str | None, Depends(_token_header)],
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> str:

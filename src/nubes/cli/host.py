@@ -60,7 +60,7 @@ FIELDS: list[Column] = [
     ("ram_used", "RAM used/total MB"),
     ("disk_used", "Disk used/total GB"),
     ("capabilities", "Capabilities"),
-    ("metrics", "Metrics"),
+    ("metrics_age", "Metrics from"),
     ("seen", "Last seen"),
     ("created_at", "Created"),
 ]
@@ -110,6 +110,7 @@ def _for_people(host: dict[str, Any]) -> dict[str, Any]:
         "ram_used": f"{host['allocated_ram_mb']}/{host['ram_mb']}",
         "disk_used": f"{host['allocated_disk_gb']}/{host['disk_gb']}",
         "seen": ago(host.get("last_seen")),
+        "metrics_age": ago(host.get("metrics_at")),
     }
 
 
@@ -163,6 +164,41 @@ def host_show(ctx: typer.Context, host: HostArgument, fmt: FormatOption = Format
         print_json(shown)
         return
     render_one(_for_people(shown), fmt, FIELDS)
+    _print_scheduling(shown)
+    _print_monitoring(shown)
+
+
+def _print_monitoring(host: dict[str, Any]) -> None:
+    """The metrics as a sorted Name/Value table, then each failing probe with its error."""
+    metrics = host.get("metrics") or {}
+    if metrics:
+        table = Table(title="Metrics", show_lines=False)
+        table.add_column("Name")
+        table.add_column("Value", justify="right", overflow="fold")
+        for name, value in sorted(metrics.items()):
+            table.add_row(Text(name), Text(cell(value)))
+        console().print(table)
+    errors = host.get("probe_errors") or {}
+    if errors:
+        table = Table(title="Probe errors", show_lines=False)
+        table.add_column("Probe")
+        table.add_column("Error", overflow="fold")
+        for name, message in sorted(errors.items()):
+            table.add_row(Text(name), Text(cell(message), style="red"))
+        console().print(table)
+
+
+@app.command("sync")
+def host_sync(ctx: typer.Context, fmt: FormatOption = Format.table) -> None:
+    """Send the probes in the controller's STATE_DIR/probes/{common,qemu,lxc,fake}/ to every
+    host; agents install them at their next heartbeat (docs/probes.md)."""
+    synced = api(ctx).post(path("hosts", "sync"))
+    if fmt is Format.json:
+        print_json(synced)
+        return
+    render_list([{"probe": name} for name in synced["probes"]], [("probe", "Probe")], fmt)
+    news = "new version" if synced["changed"] else "unchanged"
+    say(f"probes version {synced['version'][:12]} ({news}): {len(synced['probes'])} probe(s)")
 
 
 def _set_enabled(ctx: typer.Context, host: str, enabled: bool, reason: str, fmt: Format) -> None:
@@ -191,6 +227,79 @@ def host_disable(
 ) -> None:
     """Stop placing new servers on a host; the ones on it keep running."""
     _set_enabled(ctx, host, False, reason, fmt)
+
+
+def _print_scheduling(host: dict[str, Any]) -> None:
+    """The effective zone, ratios and cap, each with where it comes from."""
+    scheduling = host.get("scheduling")
+    if not scheduling:
+        return
+    sources = scheduling.get("sources", {})
+    table = Table(title="Scheduling", show_lines=False)
+    for heading in ("Setting", "Value", "From"):
+        table.add_column(heading, overflow="fold")
+    table.add_row(Text("Availability zone"), Text(cell(scheduling["availability_zone"])), Text())
+    table.add_row(Text("Aggregates"), Text(cell(scheduling["aggregates"])), Text())
+    table.add_row(Text("Aggregate properties"), Text(cell(scheduling["metadata"])), Text())
+    for key, label in SCHEDULING_SETTINGS:
+        value = scheduling.get(key)
+        shown = "no cap" if value is None else cell(value)
+        table.add_row(Text(label), Text(shown), Text(cell(sources.get(key))))
+    console().print(table)
+
+
+SCHEDULING_SETTINGS = (
+    ("cpu_allocation_ratio", "CPU allocation ratio"),
+    ("ram_allocation_ratio", "RAM allocation ratio"),
+    ("disk_allocation_ratio", "Disk allocation ratio"),
+    ("max_instances", "Max instances"),
+)
+Ratio = Annotated[
+    float | None,
+    typer.Option(help="Override (> 0, ≤ 1000).", show_default=False),
+]
+
+
+@app.command("set")
+def host_set(
+    ctx: typer.Context,
+    host: HostArgument,
+    cpu_ratio: Ratio = None,
+    ram_ratio: Ratio = None,
+    disk_ratio: Ratio = None,
+    max_instances: Annotated[
+        int | None, typer.Option(help="At most this many instances (≥ 1).", show_default=False)
+    ] = None,
+    clear_ratios: Annotated[
+        bool, typer.Option("--clear-ratios", help="Inherit the three ratios again.")
+    ] = False,
+    clear_max_instances: Annotated[
+        bool, typer.Option("--clear-max-instances", help="Inherit the instance cap again.")
+    ] = False,
+    fmt: FormatOption = Format.table,
+) -> None:
+    """Override a host's allocation ratios or instance cap (else its aggregates', else the
+    cloud's defaults)."""
+    ratios = {
+        "cpu_allocation_ratio": cpu_ratio,
+        "ram_allocation_ratio": ram_ratio,
+        "disk_allocation_ratio": disk_ratio,
+    }
+    if clear_ratios and any(v is not None for v in ratios.values()):
+        raise typer.BadParameter("--clear-ratios clears them all: give no ratio with it")
+    if clear_max_instances and max_instances is not None:
+        raise typer.BadParameter("give --max-instances or --clear-max-instances, not both")
+    changes: dict[str, Any] = {k: v for k, v in ratios.items() if v is not None or clear_ratios}
+    if max_instances is not None or clear_max_instances:
+        changes["max_instances"] = max_instances
+    if not changes:
+        raise typer.BadParameter("nothing to change: give at least one option (see --help)")
+    changed = api(ctx).patch(path("hosts", host), json=changes)
+    if fmt is Format.json:
+        print_json(changed)
+        return
+    render_one(_for_people(changed), fmt, FIELDS)
+    _print_scheduling(changed)
 
 
 @app.command("delete")

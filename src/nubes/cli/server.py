@@ -273,6 +273,38 @@ def server_create(
     ] = None,
     properties: PropertyOption = None,
     count: Annotated[int, typer.Option(min=1, max=100, help="How many.")] = 1,
+    zone: Annotated[
+        str | None, typer.Option("--zone", help="Only on hosts of this availability zone.")
+    ] = None,
+    group: Annotated[
+        str | None,
+        typer.Option("--group", help="Server group (affinity, anti-affinity, soft-…) to join."),
+    ] = None,
+    requirements: Annotated[
+        str | None,
+        typer.Option(
+            "--requirements",
+            help='Hosts must satisfy this: FREE_CPU > 60 & HYPERVISOR = "qemu".',
+        ),
+    ] = None,
+    rank: Annotated[
+        str | None,
+        typer.Option("--rank", help="Prefer hosts where this is highest: FREE_MEMORY."),
+    ] = None,
+    config_drive: Annotated[
+        bool, typer.Option("--config-drive", help="Attach a config drive (label config-2).")
+    ] = False,
+    network: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--network",
+            help="A NIC on this network (repeat for several; NET=IP for a fixed address).",
+        ),
+    ] = None,
+    port: Annotated[
+        list[str] | None, typer.Option("--port", help="A NIC on this port made beforehand.")
+    ] = None,
+    no_network: Annotated[bool, typer.Option("--no-network", help="No NIC at all.")] = False,
     wait: WaitOption = False,
     timeout: TimeoutOption = DEFAULT_TIMEOUT,
     fmt: FormatOption = Format.table,
@@ -285,6 +317,26 @@ def server_create(
         "metadata": parse_properties(properties),
         "count": count,
     }
+    optional = {
+        "availability_zone": zone,
+        "group": group,
+        "requirements": requirements,
+        "rank": rank,
+    }
+    body.update({k: v for k, v in optional.items() if v is not None})
+    if config_drive:
+        body["config_drive"] = True
+    nics: list[dict[str, str]] = []
+    for item in network or []:
+        name, _, address = item.partition("=")
+        nics.append({"network": name, **({"fixed_ip": address} if address else {})})
+    nics += [{"port": p} for p in port or []]
+    if no_network and nics:
+        raise CliError("--no-network and --network/--port: choose one")
+    if nics:
+        body["networks"] = nics
+    elif no_network:
+        body["networks"] = "none"
     if key_name is not None:
         body["keypair"] = key_name
     if user_data is not None:

@@ -11,6 +11,7 @@ reason, so nothing stays in a transitional state forever (a dead agent or contro
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -19,15 +20,33 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from nubes.compute.flavors import find_flavor
+from nubes.compute.metadata import hostname_of
 from nubes.compute.notify import Notifier
-from nubes.compute.placement import PlacementRequest, claim, release
+from nubes.compute.placement import HostSnapshots, claim, release, scheduler_config
+from nubes.compute.server_groups import ServerGroupService, find_group, group_view, remove_member
 from nubes.domain.context import RequestContext
 from nubes.domain.errors import Conflict, InvalidInput, NotFound
 from nubes.domain.states import INSTANCE
+from nubes.hosts.aggregates import zone_names
 from nubes.identity import policy, quotas
 from nubes.identity.core import IdentityCore
+from nubes.network.instance_ports import (
+    NicRequest,
+    allocate_instance_ports,
+    bind_instance_ports,
+    default_network,
+    release_instance_ports,
+)
+from nubes.scheduler import (
+    ExpressionError,
+    Request,
+    ServerGroupView,
+    parse_rank,
+    parse_requirements,
+)
+from nubes.scheduler.expr import Expression
 from nubes.store import events
-from nubes.store.models import ConsoleLog, Host, Image, Instance, Keypair, utcnow
+from nubes.store.models import ConsoleLog, Host, Image, Instance, Keypair, ServerGroup, utcnow
 from nubes.store.query import paginate
 
 log = logging.getLogger("nubes.compute")
@@ -43,6 +62,10 @@ ACTIONS = {
     "reboot_hard": (("running",), "running", "rebooting"),
 }
 MAX_USER_DATA = 65536
+#: flavor extra specs carrying the flavor's own REQUIREMENTS and RANK (OpenNebula's
+#: SCHED_REQUIREMENTS / SCHED_RANK); their namespace keeps them from aggregate matching
+FLAVOR_REQUIREMENTS = "sched:requirements"
+FLAVOR_RANK = "sched:rank"
 MAX_CONSOLE = 65536
 
 
@@ -63,9 +86,13 @@ class Report:
 
 
 class InstanceService:
-    def __init__(self, core: IdentityCore, notifier: Notifier) -> None:
+    def __init__(
+        self, core: IdentityCore, notifier: Notifier, server_groups: ServerGroupService
+    ) -> None:
         self.core = core
         self.notifier = notifier
+        self.server_groups = server_groups
+        self.snapshots = HostSnapshots(core.settings)
 
     # queries ------------------------------------------------------------------------------
 
@@ -143,14 +170,27 @@ class InstanceService:
         user_data: str | None = None,
         metadata: dict[str, str] | None = None,
         count: int = 1,
+        zone: str | None = None,
+        group: str | None = None,
+        requirements: str | None = None,
+        rank: str | None = None,
+        config_drive: bool = False,
+        networks: Sequence[NicRequest] | str = "auto",
     ) -> list[Instance]:
-        """Record, charge and place ``count`` instances in one transaction. An instance no host
-        can take is created in ``error`` with the reason (as Nova does), so the user sees why."""
+        """Record, charge and place ``count`` instances in one transaction, the batch in one
+        scheduler pass. An instance no host can take is created in ``error`` with the reason
+        (as Nova does), so the user sees why; a cloud admin's reason names the hosts."""
         policy.enforce(ctx, "compute:instance:create", project_id=ctx.project_id)
         if not 1 <= count <= 100:
             raise InvalidInput("count: 1 to 100")
         if user_data is not None and len(user_data.encode()) > MAX_USER_DATA:
             raise InvalidInput(f"user_data: at most {MAX_USER_DATA} bytes")
+        if isinstance(networks, str) and networks not in ("auto", "none"):
+            raise InvalidInput("networks: 'auto', 'none' or a list of NICs")
+        if not isinstance(networks, str) and count > 1 and any(n.port for n in networks):
+            raise InvalidInput("networks: a port can be given to one instance only (count 1)")
+        own_requirements = _parse("requirements", requirements, parse_requirements)
+        own_rank = _parse("rank", rank, parse_rank)
         assert ctx.project_id is not None
         assert ctx.user_id is not None
         settings = self.core.settings
@@ -172,7 +212,39 @@ class InstanceService:
                 {"instances": count, "cores": count * size.vcpus, "ram": count * size.ram_mb},
                 settings.default_quotas,
             )
-            kinds = _image_kinds(img)
+            if zone is not None and zone not in zone_names(session, settings):
+                known = ", ".join(sorted(zone_names(session, settings)))
+                raise NotFound(
+                    f"no availability zone {zone!r} (zones: {known})",
+                    code="nubes.zone.not_found",
+                )
+            group_row = (
+                find_group(session, ctx.project_id, group, lock=True) if group is not None else None
+            )
+            request = Request(
+                vcpus=size.vcpus,
+                ram_mb=size.ram_mb,
+                disk_gb=size.disk_gb,
+                image_kinds=_image_kinds(img),
+                count=count,
+                zone=zone,
+                arch=_text(img.properties.get("architecture")),
+                hypervisor=_text(img.properties.get("hypervisor_type"))
+                or _text(size.extra_specs.get("hypervisor_type")),
+                extra_specs={k: str(v) for k, v in size.extra_specs.items()},
+                requirements=_both(
+                    _parse(
+                        "flavor requirements",
+                        _text(size.extra_specs.get(FLAVOR_REQUIREMENTS)),
+                        parse_requirements,
+                    ),
+                    own_requirements,
+                ),
+                rank=own_rank
+                or _parse("flavor rank", _text(size.extra_specs.get(FLAVOR_RANK)), parse_rank),
+                group=_group_view(session, group_row),
+            )
+            nics = _nics(session, ctx, networks)
             rows: list[Instance] = []
             for index in range(count):
                 row = Instance(
@@ -189,6 +261,10 @@ class InstanceService:
                     public_key=public_key,
                     user_data=user_data,
                     instance_metadata=metadata or {},
+                    availability_zone=zone,
+                    requirements=requirements,
+                    rank=rank,
+                    config_drive=config_drive,
                     task="create",
                     task_deadline=utcnow()
                     + timedelta(seconds=settings.instance_boot_timeout_seconds),
@@ -204,16 +280,31 @@ class InstanceService:
                     project_id=row.project_id,
                     payload={"name": row.name},
                 )
-                request = PlacementRequest(row.vcpus, row.ram_mb, row.disk_gb, kinds)
-                outcome = claim(session, request, settings)
-                if outcome.host is None:
-                    self._fail(session, row, outcome.reason)
-                else:
-                    row.host_id = outcome.host.id
-                    row.image_kind = outcome.image_kind
-                    self._move(session, row, "scheduled", payload={"host": outcome.host.name})
-                    placed_hosts.add(outcome.host.id)
+                if group_row is not None:
+                    self.server_groups.add_member(session, ctx, group_row.id, row.id)
+                if nics:
+                    allocate_instance_ports(
+                        session, ctx, row.id, hostname_of(row), nics, settings=settings
+                    )
                 rows.append(row)
+            outcome = claim(session, self.snapshots, request, scheduler_config(settings))
+            unplaced = outcome.unplaced
+            for row, placement in zip(rows, outcome.placements, strict=True):
+                if placement is None:
+                    reason = "every suitable host changed while placing; try again"
+                    if unplaced is not None:
+                        users = unplaced.user_message()
+                        reason = unplaced.admin_message() if ctx.is_cloud_admin else users
+                    self._fail(session, row, reason)
+                else:
+                    row.host_id = placement.host_id
+                    row.image_kind = placement.image_kind
+                    if nics:
+                        bind_instance_ports(
+                            session, row.id, placement.host_id, ctx=ctx, settings=settings
+                        )
+                    self._move(session, row, "scheduled", payload={"host": placement.host_name})
+                    placed_hosts.add(placement.host_id)
         self.notifier.changed(placed_hosts)
         return rows
 
@@ -387,7 +478,9 @@ class InstanceService:
             {"instances": 1, "cores": row.vcpus, "ram": row.ram_mb},
         )
         if row.host_id is not None:
-            release(session, row.host_id, PlacementRequest(row.vcpus, row.ram_mb, row.disk_gb, ()))
+            release(session, row.host_id, row.vcpus, row.ram_mb, row.disk_gb)
+        remove_member(session, row.id)
+        release_instance_ports(session, row.id, settings=self.core.settings)
         row.task = row.task_deadline = None
         self._move(session, row, "deleted")
 
@@ -426,3 +519,47 @@ def _image_kinds(img: Image) -> tuple[str, ...]:
     if img.rootfs_path:
         kinds.append("rootfs")
     return tuple(kinds)
+
+
+def _parse(field: str, text: str | None, parser: Callable[[str], Expression]) -> Expression | None:
+    """A REQUIREMENTS or RANK expression, refused at submission with where it went wrong."""
+    if text is None or not text.strip():
+        return None
+    try:
+        return parser(text)
+    except ExpressionError as exc:
+        raise InvalidInput(f"{field}: {exc}") from exc
+
+
+def _both(first: Expression | None, second: Expression | None) -> Expression | None:
+    """A flavor's REQUIREMENTS and the instance's both apply."""
+    if first is None or second is None:
+        return first or second
+    return parse_requirements(f"({first.text}) & ({second.text})")
+
+
+def _text(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def _nics(
+    session: Session, ctx: RequestContext, networks: Sequence[NicRequest] | str
+) -> list[NicRequest]:
+    """What each instance of a create gets: the NICs asked for; with "auto" (the default, as
+    Nova's), one on the project's network (its only one, else one named ``default``), or
+    none when it has no network; with "none", none."""
+    if isinstance(networks, str):
+        if networks == "none":
+            return []
+        try:
+            return [NicRequest(network=default_network(session, ctx).id)]
+        except InvalidInput:
+            return []
+    return list(networks)
+
+
+def _group_view(session: Session, group: ServerGroup | None) -> ServerGroupView | None:
+    if group is None:
+        return None
+    view = group_view(session, group.id)
+    return ServerGroupView(group.id, group.name, group.policy, view.host_ids)

@@ -1,181 +1,262 @@
-"""Simple placement until the scheduler lands: the first host, by name, with room.
+"""Placement: the scheduler's snapshot of the hosts, and committing its plans.
 
-Claims go through a compare-and-swap on the host's ``generation`` (Placement's trick): two
-concurrent creates that both picked the same host cannot both win, so a host is never
-overbooked; the loser re-reads and tries again. When nothing fits, the reason says why, in
-aggregate ("0 of 3 hosts fit: 2 not enough RAM (need 2048 MB, largest free 1024 MB), 1 down").
+The scheduler (:mod:`nubes.scheduler`) is a pure function over an immutable snapshot. This
+module keeps one snapshot per controller process, refreshed from the hosts changed since it
+last looked (``hosts.updated_at``) at most every ``scheduler.refresh_seconds`` and whenever a
+claim loses a race; claims made here are applied to it directly. A plan is committed with a
+compare-and-swap on each chosen host's generation (Placement's trick): a claim computed from
+a stale snapshot (another controller's claim, a host disabled or moved to another zone — all
+bump the generation) fails, the snapshot is refreshed and the rest of the batch replanned. So
+a host is never overbooked, and the common case costs no host read at all.
 """
 
 from __future__ import annotations
 
+import threading
+import time
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from nubes.config import Settings
 from nubes.domain.errors import GenerationConflict
+from nubes.hosts.aggregates import HostSchedulingSettings, effective_settings
+from nubes.scheduler import Config, HostView, NoFit, Placement, Request, Snapshot, schedule
 from nubes.store.cas import compare_and_swap
 from nubes.store.models import Host
 
-MAX_ATTEMPTS = 20
-#: How many hosts with room the database hands back per claim.
-CANDIDATES = 16
+MAX_ATTEMPTS = 8
+#: Rows changed this long before the newest change already seen are read again: a transaction
+#: may commit after one that started later (updated_at is the writer's clock, not the commit's).
+REFRESH_OVERLAP = timedelta(seconds=2)
+
+_HOST_COLUMNS = (
+    Host.id,
+    Host.name,
+    Host.state,
+    Host.enabled,
+    Host.driver,
+    Host.arch,
+    Host.vcpus,
+    Host.ram_mb,
+    Host.disk_gb,
+    Host.allocated_vcpus,
+    Host.allocated_ram_mb,
+    Host.allocated_disk_gb,
+    Host.capabilities,
+    Host.metrics,
+    Host.instance_count,
+    Host.generation,
+    Host.updated_at,
+)
 
 
-@dataclass(frozen=True)
-class PlacementRequest:
-    vcpus: int
-    ram_mb: int
-    disk_gb: int
-    image_kinds: tuple[str, ...]  # what the image offers: "disk", "rootfs"
+def scheduler_config(settings: Settings) -> Config:
+    s = settings.scheduler
+    return Config(
+        weigher=s.weigher,
+        rank_weight=s.rank_weight,
+        ram_weight=s.ram_weight,
+        cpu_weight=s.cpu_weight,
+        disk_weight=s.disk_weight,
+        load_weight=s.load_weight,
+        soft_affinity_weight=s.soft_affinity_weight,
+        default_max_instances=s.max_instances_per_host,
+    )
+
+
+def _view(row: Any, scheduling: HostSchedulingSettings) -> HostView:
+    capabilities = row.capabilities or {}
+    return HostView(
+        id=row.id,
+        name=row.name,
+        state=row.state,
+        enabled=row.enabled,
+        driver=row.driver,
+        arch=row.arch,
+        zone=scheduling.zone,
+        aggregates=scheduling.aggregates,
+        aggregate_metadata=scheduling.metadata,
+        vcpus=row.vcpus,
+        ram_mb=row.ram_mb,
+        disk_gb=row.disk_gb,
+        allocated_vcpus=row.allocated_vcpus,
+        allocated_ram_mb=row.allocated_ram_mb,
+        allocated_disk_gb=row.allocated_disk_gb,
+        cpu_ratio=scheduling.cpu_allocation_ratio,
+        ram_ratio=scheduling.ram_allocation_ratio,
+        disk_ratio=scheduling.disk_allocation_ratio,
+        image_kinds=frozenset(capabilities.get("image_kinds", ())),
+        accelerated=bool(capabilities.get("accelerated", False)),
+        metrics=row.metrics or {},
+        instances=row.instance_count,
+        max_instances=scheduling.max_instances,
+        generation=row.generation,
+    )
+
+
+class HostSnapshots:
+    """This process's snapshot of every host, for the scheduler. Thread-safe: snapshots are
+    immutable and swapped whole."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._snapshot = Snapshot.build(())
+        self._newest: datetime | None = None  # the newest updated_at read so far
+        self._read_at = 0.0  # monotonic time of the last refresh
+
+    def current(self, session: Session, *, fresh: bool = False) -> Snapshot:
+        """The snapshot, refreshed first when older than ``refresh_seconds`` or ``fresh``."""
+        if fresh or time.monotonic() - self._read_at >= self.settings.scheduler.refresh_seconds:
+            self.refresh(session)
+        return self._snapshot
+
+    def refresh(self, session: Session) -> Snapshot:
+        with self._lock:
+            rows: Sequence[Any] = []
+            full = self._newest is None
+            if not full:
+                assert self._newest is not None
+                since = self._newest - REFRESH_OVERLAP
+                rows = session.execute(select(*_HOST_COLUMNS).where(Host.updated_at >= since)).all()
+                total = session.scalar(select(func.count()).select_from(Host)) or 0
+                # a host deleted (by anyone) leaves no changed row behind: then read them all
+                full = len(self._snapshot.table.index.keys() | {r.id for r in rows}) != total
+            if full:
+                rows = session.execute(select(*_HOST_COLUMNS)).all()
+            scheduling = effective_settings(
+                session, self.settings, None if full else [r.id for r in rows]
+            )
+            views = [_view(row, scheduling[row.id]) for row in rows if row.id in scheduling]
+            if full:
+                self._snapshot = Snapshot.build(views)
+            elif views:
+                self._snapshot = self._snapshot.updated(views, ())
+            if rows:
+                newest = max(row.updated_at for row in rows)
+                self._newest = newest if self._newest is None else max(self._newest, newest)
+            elif full:
+                self._newest = datetime(2000, 1, 1, tzinfo=UTC)  # no hosts yet
+            self._read_at = time.monotonic()
+            return self._snapshot
+
+    def claimed(self, views: Iterable[HostView]) -> None:
+        """Apply claims this process committed (so the next plan sees them unread)."""
+        with self._lock:
+            self._snapshot = self._snapshot.updated(views, ())
+
+    def forget(self) -> None:
+        """Drop everything: the next use reads every host (after a rollback, say)."""
+        with self._lock:
+            self._snapshot, self._newest, self._read_at = Snapshot.build(()), None, 0.0
 
 
 @dataclass(frozen=True)
 class Outcome:
-    host: Host | None
-    image_kind: str = ""
-    reason: str = ""
+    """Where each instance of a batch goes: a placement, or None with ``unplaced``'s reason."""
+
+    placements: tuple[Placement | None, ...]
+    unplaced: NoFit | None = None
 
 
-def _free(host: Host, settings: Settings) -> tuple[int, int, int]:
-    return (
-        int(host.vcpus * settings.cpu_allocation_ratio) - host.allocated_vcpus,
-        int(host.ram_mb * settings.ram_allocation_ratio) - host.allocated_ram_mb,
-        int(host.disk_gb * settings.disk_allocation_ratio) - host.allocated_disk_gb,
-    )
-
-
-def _why_not(host: Host, request: PlacementRequest, settings: Settings) -> str | None:
-    if not host.enabled:
-        return "disabled"
-    if host.state != "monitored":
-        return "down"
-    runs = set(host.capabilities.get("image_kinds", []))
-    if not runs & set(request.image_kinds):
-        return f"cannot run this image ({'/'.join(request.image_kinds) or 'no files'})"
-    vcpus, ram, disk = _free(host, settings)
-    if ram < request.ram_mb:
-        return "not enough RAM"
-    if vcpus < request.vcpus:
-        return "not enough vCPUs"
-    if disk < request.disk_gb:
-        return "not enough disk"
-    return None
-
-
-def _candidates(session: Session, request: PlacementRequest, settings: Settings) -> list[Host]:
-    """Hosts that are up, enabled and have room, filtered by the database (so a claim reads a
-    few rows, not every host); the image-kind check is done on these few in Python."""
-    return list(
-        session.scalars(
-            select(Host)
-            .where(
-                Host.enabled,
-                Host.state == "monitored",
-                Host.vcpus * settings.cpu_allocation_ratio - Host.allocated_vcpus >= request.vcpus,
-                Host.ram_mb * settings.ram_allocation_ratio - Host.allocated_ram_mb
-                >= request.ram_mb,
-                Host.disk_gb * settings.disk_allocation_ratio - Host.allocated_disk_gb
-                >= request.disk_gb,
-            )
-            .order_by(Host.name)
-            .limit(CANDIDATES)
-            .execution_options(populate_existing=True)
-        )
-    )
-
-
-def claim(session: Session, request: PlacementRequest, settings: Settings) -> Outcome:
+def claim(session: Session, snapshots: HostSnapshots, request: Request, config: Config) -> Outcome:
+    """Plan ``request`` and commit it, host by host, in the caller's transaction. Instances
+    the cloud cannot take come back as None, with the explanation."""
+    placed: list[Placement] = []
+    fresh = False
     for _ in range(MAX_ATTEMPTS):
-        candidates = _candidates(session, request, settings)
-        chosen = next((h for h in candidates if _why_not(h, request, settings) is None), None)
-        if chosen is None and len(candidates) == CANDIDATES:
-            # The first few with room cannot run this image: look at every host.
-            hosts = list(
-                session.scalars(
-                    select(Host).order_by(Host.name).execution_options(populate_existing=True)
+        snapshot = snapshots.current(session, fresh=fresh)
+        remaining = request.count - len(placed)
+        plan = schedule(snapshot, _with_placed(request, remaining, placed), config)
+        try:
+            views = _commit(session, snapshot, plan.placements, request)
+        except GenerationConflict:
+            fresh = True
+            continue
+        snapshots.claimed(views)
+        placed += plan.placements
+        if len(placed) == request.count or (plan.unplaced is not None and fresh):
+            missing = request.count - len(placed)
+            return Outcome((*placed, *([None] * missing)), plan.unplaced)
+        fresh = True  # before saying no host fits, look at the hosts as they are now
+    missing = request.count - len(placed)
+    return Outcome((*placed, *([None] * missing)), None)
+
+
+def _with_placed(request: Request, count: int, placed: Sequence[Placement]) -> Request:
+    """The rest of a batch: its group now also has members on the hosts already claimed."""
+    group = request.group
+    if group is not None and placed:
+        group = replace(group, member_host_ids=group.member_host_ids | {p.host_id for p in placed})
+    return replace(request, count=count, group=group)
+
+
+def _commit(
+    session: Session, snapshot: Snapshot, placements: Sequence[Placement], request: Request
+) -> list[HostView]:
+    """One compare-and-swap per chosen host, claiming all its instances of the batch at
+    once. Raises GenerationConflict when a host changed since the snapshot was taken (the
+    savepoint undoes this attempt's earlier claims)."""
+    per_host = Counter(p.host_id for p in placements)
+    views = []
+    with session.begin_nested():
+        for host_id, n in sorted(per_host.items()):
+            host = snapshot.host(host_id)
+            assert host is not None
+            changes = {
+                "allocated_vcpus": host.allocated_vcpus + n * request.vcpus,
+                "allocated_ram_mb": host.allocated_ram_mb + n * request.ram_mb,
+                "allocated_disk_gb": host.allocated_disk_gb + n * request.disk_gb,
+                "instance_count": host.instances + n,
+            }
+            generation = compare_and_swap(session, Host, host_id, host.generation, changes)
+            views.append(
+                replace(
+                    host,
+                    allocated_vcpus=changes["allocated_vcpus"],
+                    allocated_ram_mb=changes["allocated_ram_mb"],
+                    allocated_disk_gb=changes["allocated_disk_gb"],
+                    instances=changes["instance_count"],
+                    generation=generation,
                 )
             )
-            chosen = next((h for h in hosts if _why_not(h, request, settings) is None), None)
-        if chosen is None:
-            hosts = list(session.scalars(select(Host).order_by(Host.name)))
-            reasons = Counter(
-                why for h in hosts if (why := _why_not(h, request, settings)) is not None
-            )
-            return Outcome(None, reason=_explain(hosts, reasons, request, settings))
-        try:
-            compare_and_swap(
-                session,
-                Host,
-                chosen.id,
-                chosen.generation,
-                {
-                    "allocated_vcpus": chosen.allocated_vcpus + request.vcpus,
-                    "allocated_ram_mb": chosen.allocated_ram_mb + request.ram_mb,
-                    "allocated_disk_gb": chosen.allocated_disk_gb + request.disk_gb,
-                },
-            )
-        except GenerationConflict:
-            continue
-        kind = _image_kind(chosen, request)
-        return Outcome(chosen, kind)
-    return Outcome(None, reason="every suitable host changed while placing; try again")
+    return views
 
 
-#: The image file a driver runs natively; others it can only convert (containers from disks).
-NATIVE_KIND = {"lxc": "rootfs", "qemu": "disk"}
-
-
-def _image_kind(host: Host, request: PlacementRequest) -> str:
-    runs = set(host.capabilities.get("image_kinds", []))
-    offered = [k for k in request.image_kinds if k in runs]
-    native = NATIVE_KIND.get(host.driver)
-    return native if native in offered else offered[0]
-
-
-def release(session: Session, host_id: str, request: PlacementRequest) -> None:
-    for _ in range(MAX_ATTEMPTS):
-        host = session.scalar(
-            select(Host).where(Host.id == host_id).execution_options(populate_existing=True)
-        )
+def release(session: Session, host_id: str, vcpus: int, ram_mb: int, disk_gb: int) -> None:
+    """Give one instance's resources back to its host (never below zero)."""
+    for _ in range(MAX_ATTEMPTS * 2):
+        host = session.execute(
+            select(
+                Host.generation,
+                Host.allocated_vcpus,
+                Host.allocated_ram_mb,
+                Host.allocated_disk_gb,
+                Host.instance_count,
+            ).where(Host.id == host_id)
+        ).first()
         if host is None:
             return
         try:
             compare_and_swap(
                 session,
                 Host,
-                host.id,
+                host_id,
                 host.generation,
                 {
-                    "allocated_vcpus": max(0, host.allocated_vcpus - request.vcpus),
-                    "allocated_ram_mb": max(0, host.allocated_ram_mb - request.ram_mb),
-                    "allocated_disk_gb": max(0, host.allocated_disk_gb - request.disk_gb),
+                    "allocated_vcpus": max(0, host.allocated_vcpus - vcpus),
+                    "allocated_ram_mb": max(0, host.allocated_ram_mb - ram_mb),
+                    "allocated_disk_gb": max(0, host.allocated_disk_gb - disk_gb),
+                    "instance_count": max(0, host.instance_count - 1),
                 },
             )
             return
         except GenerationConflict:
             continue
     raise GenerationConflict(f"host {host_id} kept changing while releasing resources")
-
-
-def _explain(
-    hosts: list[Host], reasons: Counter[str], request: PlacementRequest, settings: Settings
-) -> str:
-    if not hosts:
-        return "no compute hosts: join one with `nubes host token create` and `nubes agent join`"
-    parts = []
-    for why, count in reasons.most_common():
-        detail = ""
-        if why == "not enough RAM":
-            largest = max(_free(h, settings)[1] for h in hosts)
-            detail = f" (need {request.ram_mb} MB, largest free {max(largest, 0)} MB)"
-        elif why == "not enough vCPUs":
-            largest = max(_free(h, settings)[0] for h in hosts)
-            detail = f" (need {request.vcpus}, largest free {max(largest, 0)})"
-        elif why == "not enough disk":
-            largest = max(_free(h, settings)[2] for h in hosts)
-            detail = f" (need {request.disk_gb} GB, largest free {max(largest, 0)} GB)"
-        parts.append(f"{count} {why}{detail}")
-    return f"0 of {len(hosts)} hosts fit: " + ", ".join(parts)

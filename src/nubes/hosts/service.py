@@ -5,19 +5,24 @@ instances."""
 
 from __future__ import annotations
 
+import math
+import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from nubes.domain.context import RequestContext
 from nubes.domain.errors import AlreadyExists, Conflict, InvalidInput, NotAuthenticated, NotFound
 from nubes.hosts import credentials
+from nubes.hosts.probes import ProbeService, check_report
 from nubes.identity import policy
 from nubes.identity.core import IdentityCore
 from nubes.store import events
+from nubes.store.cas import compare_and_swap
 from nubes.store.counters import next_value
 from nubes.store.models import Host, HostJoinToken, Instance, new_id, utcnow
 from nubes.store.query import paginate, taken
@@ -27,6 +32,10 @@ HEARTBEAT_SECONDS = 5
 MISSED_HEARTBEATS = 6
 #: A monitored host's heartbeat is written at most this often (its metrics with it).
 WRITE_EVERY = 12.0
+#: A verified host credential is trusted this long without reading the database again; a
+#: host deleted through another controller is refused at most this much later.
+AUTH_CACHE_SECONDS = 10.0
+AUTH_CACHE_SIZE = 100_000
 JOIN_KIND = "join"
 HOST_KIND = "host"
 
@@ -60,6 +69,41 @@ def _not_found(ref: str) -> NotFound:
     return NotFound(f"no host {ref!r}", code="nubes.host.not_found")
 
 
+#: Bounds of the per-host (and per-aggregate) scheduling overrides.
+RATIO_MAX = 1000.0
+MAX_INSTANCES_MAX = 1_000_000
+RATIO_FIELDS = ("cpu_allocation_ratio", "ram_allocation_ratio", "disk_allocation_ratio")
+SETTING_FIELDS = (*RATIO_FIELDS, "max_instances")
+
+
+def check_ratio(field: str, value: object) -> float:
+    """An allocation ratio: a finite number in (0, RATIO_MAX]. Strings are accepted because
+    aggregate metadata stores every value as text."""
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        number = math.nan
+    if isinstance(value, bool) or not (0 < number <= RATIO_MAX):
+        raise InvalidInput(f"{field}: a number > 0 and ≤ {RATIO_MAX:g}, not {value!r}")
+    return number
+
+
+def check_max_instances(field: str, value: object) -> int:
+    """An instance cap: a whole number in [1, MAX_INSTANCES_MAX]."""
+    number = value if isinstance(value, int) else None
+    if isinstance(value, str) and value.strip().isdigit():
+        number = int(value)
+    if isinstance(value, bool) or number is None or not 1 <= number <= MAX_INSTANCES_MAX:
+        raise InvalidInput(f"{field}: a whole number ≥ 1 and ≤ {MAX_INSTANCES_MAX}, not {value!r}")
+    return number
+
+
+def _bump(row: Host) -> None:
+    """The host's scheduling inputs changed (up/down, enabled): bump its generation in SQL,
+    so a placement planned on the old state loses its compare-and-swap and re-reads."""
+    row.generation = Host.generation + 1  # type: ignore[assignment]
+
+
 def find_host(session: Session, ref: str) -> Host:
     row = session.get(Host, ref) or session.scalar(select(Host).where(Host.name == ref))
     if row is None:
@@ -70,6 +114,12 @@ def find_host(session: Session, ref: str) -> Host:
 class HostService:
     def __init__(self, core: IdentityCore) -> None:
         self.core = core
+        #: credential → (trusted until, host as read then). Every agent request is
+        #: authenticated; a thousand hosts would otherwise cost a database read each.
+        self._verified: dict[str, tuple[float, Host]] = {}
+        #: host id → (time, metrics, probe errors) of beats waiting for flush_heartbeats
+        self._pending: dict[str, tuple[datetime, dict[str, Any], dict[str, str]]] = {}
+        self.probes = ProbeService(core.db, core.settings.state_dir / "probes")
 
     # joining ------------------------------------------------------------------------------
 
@@ -163,6 +213,10 @@ class HostService:
             "host credential refused (was the host deleted? join again with a new token)",
             code="nubes.host.unauthenticated",
         )
+        now = time.monotonic()
+        cached = self.cached(credential)
+        if cached is not None:
+            return cached
         parts = credentials.split(HOST_KIND, credential)
         if parts is None:
             raise refused
@@ -170,7 +224,15 @@ class HostService:
             host = session.get(Host, parts[0])
         if host is None or not credentials.matches(parts[1], host.credential_hash):
             raise refused
+        if len(self._verified) >= AUTH_CACHE_SIZE:
+            self._verified.clear()
+        self._verified[credential] = (now + AUTH_CACHE_SECONDS, host)
         return host
+
+    def cached(self, credential: str) -> Host | None:
+        """The host of a credential verified within AUTH_CACHE_SECONDS (no I/O), or None."""
+        hit = self._verified.get(credential)
+        return hit[1] if hit is not None and hit[0] > time.monotonic() else None
 
     def rejoin(
         self,
@@ -194,24 +256,27 @@ class HostService:
             events.record(session, RequestContext.system(), "host.rejoined", "host", row.id)
             return Joined(row, "", self.agent_config())
 
-    def heartbeat(self, host: Host, metrics: dict[str, Any], *, leaving: bool = False) -> None:
-        """Record a heartbeat. A host already ``monitored`` whose last recorded heartbeat is
-        recent is not written again: at 5 s a beat, a thousand hosts would otherwise cost 200
-        writes a second for nothing. ``last_seen`` is at most ``WRITE_EVERY`` seconds old."""
+    def heartbeat(
+        self,
+        host: Host,
+        metrics: dict[str, Any],
+        *,
+        leaving: bool = False,
+        probe_errors: dict[str, str] | None = None,
+    ) -> None:
+        """Record a heartbeat and its metrics (see :meth:`beat_in_memory` for the common case,
+        which needs no database)."""
+        errors = probe_errors or {}
+        if self.beat_in_memory(host, metrics, leaving=leaving, probe_errors=errors):
+            return
         now = utcnow()
         state = "offline" if leaving else "monitored"
-        if (
-            state == "monitored"
-            and host.state == "monitored"
-            and host.last_seen is not None
-            and (now - host.last_seen).total_seconds() < WRITE_EVERY
-        ):
-            return
         with self.core.db.transaction() as session:
             row = session.get(Host, host.id)
             if row is None:
                 raise _not_found(host.id)
             if row.state != state:
+                _bump(row)
                 events.record(
                     session,
                     RequestContext.system(),
@@ -220,21 +285,94 @@ class HostService:
                     row.id,
                     payload={"from": row.state},
                 )
-            row.state, row.metrics, row.last_seen, row.error = state, metrics, now, ""
+            row.state, row.last_seen, row.error = state, now, ""
+            if not leaving:
+                row.metrics, row.probe_errors, row.metrics_at = metrics, errors, now
+        self._pending.pop(host.id, None)
+        self._remember(host, state, now, None if leaving else (metrics, errors))
+
+    def beat_in_memory(
+        self,
+        host: Host,
+        metrics: dict[str, Any],
+        *,
+        leaving: bool = False,
+        probe_errors: dict[str, str] | None = None,
+    ) -> bool:
+        """Take a beat without the database when it changes nothing anyone must see at once:
+        the host is ``monitored`` and reports the same metric names and probe errors. A
+        recent one is dropped; one due (every ``WRITE_EVERY`` s) is queued, and
+        :meth:`flush_heartbeats` writes the queue in one transaction. At 5 s a beat, a
+        thousand hosts would otherwise cost 200 transactions a second, or 83 coalesced.
+        ``last_seen`` in the database is at most ``WRITE_EVERY`` + a flush period old. False:
+        the caller must write now (a state change, a reshaped report, a leaving agent)."""
+        errors = probe_errors or {}
+        check_report(metrics, errors)
+        if leaving or host.state != "monitored" or host.last_seen is None:
+            return False
+        if set(metrics) != set(host.metrics or {}) or set(errors) != set(host.probe_errors or {}):
+            return False
+        now = utcnow()
+        if (now - host.last_seen).total_seconds() >= WRITE_EVERY:
+            self._pending[host.id] = (now, metrics, errors)
+            self._remember(host, "monitored", now, (metrics, errors))
+        return True
+
+    def flush_heartbeats(self) -> int:
+        """Write queued heartbeats, all in one transaction; returns how many."""
+        pending, self._pending = self._pending, {}
+        if not pending:
+            return 0
+        table = cast(Table, Host.__table__)
+        statement = (
+            update(table)
+            .where(table.c.id == bindparam("b_id"), table.c.state == "monitored")
+            .values(
+                last_seen=bindparam("b_seen"),
+                metrics=bindparam("b_metrics"),
+                probe_errors=bindparam("b_errors"),
+                metrics_at=bindparam("b_seen"),
+                updated_at=bindparam("b_seen"),
+            )
+        )
+        rows = [
+            {"b_id": hid, "b_seen": seen, "b_metrics": metrics, "b_errors": errors}
+            for hid, (seen, metrics, errors) in pending.items()
+        ]
+        with self.core.db.transaction() as session:
+            session.connection().execute(statement, rows)
+        return len(rows)
+
+    @staticmethod
+    def _remember(
+        host: Host,
+        state: str,
+        now: datetime,
+        report: tuple[dict[str, Any], dict[str, str]] | None,
+    ) -> None:
+        """``host`` may be the credential cache's copy: keep it true to what was recorded, or
+        the next beats would compare against a stale state and write every time."""
+        host.state, host.last_seen, host.error = state, now, ""
+        if report is not None:
+            host.metrics, host.probe_errors = report
+            host.metrics_at = now
 
     def check_heartbeats(self) -> list[str]:
         """Put hosts that missed heartbeats in ``error``; returns their names."""
         limit = utcnow() - timedelta(seconds=HEARTBEAT_SECONDS * MISSED_HEARTBEATS)
         lost: list[str] = []
+        lost_ids: set[str] = set()
         with self.core.db.transaction() as session:
             for row in session.scalars(
                 select(Host).where(Host.state.in_(("monitored", "init")), Host.last_seen < limit)
             ):
                 row.state = "error"
+                _bump(row)
                 row.error = (
                     f"no heartbeat since {row.last_seen.isoformat() if row.last_seen else 'ever'}"
                 )
                 lost.append(row.name)
+                lost_ids.add(row.id)
                 events.record(
                     session,
                     RequestContext.system(),
@@ -243,6 +381,8 @@ class HostService:
                     row.id,
                     payload={"reason": row.error},
                 )
+        if lost_ids:  # their cached copies say "monitored": the next beat must write
+            self._forget(lost_ids)
         return lost
 
     # administration -----------------------------------------------------------------------
@@ -272,6 +412,7 @@ class HostService:
         with self.core.db.transaction() as session:
             row = find_host(session, ref)
             row.enabled, row.disabled_reason = enabled, "" if enabled else reason
+            _bump(row)
             events.record(
                 session,
                 ctx,
@@ -280,6 +421,34 @@ class HostService:
                 row.id,
                 payload={"reason": reason},
             )
+            return row
+
+    def update_settings(
+        self, ctx: RequestContext, ref: str, changes: Mapping[str, float | int | None]
+    ) -> Host:
+        """Override a host's allocation ratios or instance cap; None clears an override (the
+        host inherits again: its aggregates, then the cloud default). The generation is bumped,
+        so a placement that read the old values loses its claim and re-reads."""
+        policy.enforce(ctx, "hosts:host:update")
+        unknown = sorted(set(changes) - set(SETTING_FIELDS))
+        if unknown or not changes:
+            raise InvalidInput(
+                f"settings: give one or more of {', '.join(SETTING_FIELDS)}"
+                + (f" (unknown: {', '.join(unknown)})" if unknown else "")
+            )
+        values: dict[str, float | int | None] = {}
+        for field, value in changes.items():
+            if value is None:
+                values[field] = None
+            elif field == "max_instances":
+                values[field] = check_max_instances(field, value)
+            else:
+                values[field] = check_ratio(field, value)
+        with self.core.db.transaction() as session:
+            row = find_host(session, ref)
+            compare_and_swap(session, Host, row.id, row.generation, values)
+            session.refresh(row)
+            events.record(session, ctx, "host.settings_changed", "host", row.id, payload=values)
             return row
 
     def delete(self, ctx: RequestContext, ref: str) -> None:
@@ -298,6 +467,11 @@ class HostService:
                 )
             session.delete(row)
             events.record(session, ctx, "host.deleted", "host", row.id, payload={"name": row.name})
+        self._forget({row.id})
+
+    def _forget(self, host_ids: set[str]) -> None:
+        """Drop cached credentials of these hosts (deleted, or changed behind their copy)."""
+        self._verified = {k: v for k, v in self._verified.items() if v[1].id not in host_ids}
 
     def services(self, ctx: RequestContext, loops: dict[str, float]) -> list[ServiceStatus]:
         """The controller's loops (name → time of last successful run) and every agent, each

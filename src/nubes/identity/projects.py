@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import delete, exists, select
+from sqlalchemy import delete, exists, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -15,7 +15,7 @@ from nubes.identity.core import IdentityCore
 from nubes.identity.revocation import revoke_project_tokens
 from nubes.store import events
 from nubes.store.cas import compare_and_swap
-from nubes.store.models import Keypair, Project, RoleAssignment
+from nubes.store.models import Base, Instance, Keypair, Project, RoleAssignment
 from nubes.store.query import paginate, taken
 
 
@@ -118,7 +118,38 @@ class ProjectService:
                     f"project {row.name!r} still owns keypairs; delete them first",
                     code="nubes.project.in_use",
                 )
+            owned = _still_owned(session, row.id)
+            if owned:
+                raise Conflict(
+                    f"project {row.name!r} still owns {', '.join(owned)}; delete them first",
+                    code="nubes.project.in_use",
+                )
+            # deleted instances are kept as records until their project goes
+            session.execute(
+                delete(Instance).where(Instance.project_id == row.id, Instance.state == "deleted")
+            )
             revoke_project_tokens(session, self.core.settings, row.id)
             session.execute(delete(RoleAssignment).where(RoleAssignment.project_id == row.id))
             session.delete(row)
             events.record(session, ctx, "project.deleted", "project", row.id, project_id=row.id)
+
+
+def _still_owned(session: Session, project_id: str) -> list[str]:
+    """What keeps a project from going: rows of every table whose reference to the project
+    does not cascade (instances, images, networks, server groups, …), read from the schema
+    itself so a new resource is never forgotten. Deleted instances do not count."""
+    found = []
+    for table in Base.metadata.sorted_tables:
+        for key in table.foreign_keys:
+            if key.column.table.name != "projects" or (key.ondelete or "").upper() in (
+                "CASCADE",
+                "SET NULL",
+            ):
+                continue
+            stmt = select(func.count()).select_from(table).where(key.parent == project_id)
+            if table.name == "instances":
+                stmt = stmt.where(table.c.state != "deleted")
+            count = session.scalar(stmt)
+            if count:
+                found.append(f"{count} {table.name.replace('_', ' ')}")
+    return found

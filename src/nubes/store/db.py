@@ -8,7 +8,8 @@ guarded by conditional updates and unique constraints, never by hoping.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import DataError, OperationalError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import ORMExecuteState, Session, sessionmaker
 
 from nubes.domain.errors import InvalidInput, Unavailable
 
@@ -35,12 +36,20 @@ class Database:
             if parsed.database and parsed.database != ":memory:":
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+            # As many pooled connections as the server has worker threads (40): an overflow
+            # connection is closed after each use and re-opened, PRAGMAs and all.
+            kwargs.update(pool_size=40, max_overflow=20)
         else:
             kwargs.update(pool_size=pool_size, max_overflow=pool_size * 2, pool_pre_ping=True)
         self.engine: Engine = create_engine(url, **kwargs)
         if self.dialect == "sqlite":
             _configure_sqlite(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        #: SQLite has one writer at a time. Writers of this process queue here, in order,
+        #: rather than in SQLite's busy handler, which sleeps in growing steps (up to 100 ms)
+        #: between tries: under load that left the CPU idle and requests waiting seconds.
+        #: Other processes (the CLI, a second controller) still meet the busy timeout.
+        self._writer = threading.RLock()
 
     @contextmanager
     def transaction(self, *, write: bool = True) -> Iterator[Session]:
@@ -49,6 +58,9 @@ class Database:
             session = self._sessions()
         except OperationalError as exc:
             raise Unavailable(f"database error: {exc.orig}") from exc
+        queued = self.dialect == "sqlite" and write
+        if queued:
+            self._writer.acquire()
         try:
             if self.dialect == "sqlite":
                 session.connection(
@@ -69,6 +81,8 @@ class Database:
             raise
         finally:
             session.close()
+            if queued:
+                self._writer.release()
 
     @contextmanager
     def connection(self) -> Iterator[Connection]:
@@ -85,6 +99,33 @@ class Database:
     def read(self) -> AbstractContextManager[Session]:
         """A read-only unit of work (on SQLite a deferred BEGIN: readers never queue)."""
         return self.transaction(write=False)
+
+    def watch(self, tables: Iterable[str], callback: Callable[[], None]) -> None:
+        """Call ``callback`` after each commit of a transaction that wrote rows of any of
+        ``tables``, through the ORM or a statement (in the committing thread, once the data
+        is visible to others). A rolled-back transaction calls nothing: its session, and the
+        mark in it, are thrown away (every transaction has its own session)."""
+        names = frozenset(tables)
+        key = f"nubes.watch.{id(callback)}"
+
+        def flushed(session: Session, _context: Any) -> None:
+            written = (*session.new, *session.dirty, *session.deleted)
+            if any(getattr(row, "__tablename__", None) in names for row in written):
+                session.info[key] = True
+
+        def executed(state: ORMExecuteState) -> None:
+            if state.is_insert or state.is_update or state.is_delete:
+                table = getattr(state.statement, "table", None)
+                if getattr(table, "name", None) in names:
+                    state.session.info[key] = True
+
+        def committed(session: Session) -> None:
+            if session.info.pop(key, False):
+                callback()
+
+        event.listen(self._sessions, "after_flush", flushed)
+        event.listen(self._sessions, "do_orm_execute", executed)
+        event.listen(self._sessions, "after_commit", committed)
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -4,26 +4,37 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel, Field
 
 from nubes.api.deps import Svc, caller_token
 from nubes.api.native.common import Strict
 from nubes.compute.instances import Report
+from nubes.compute.metadata import config_drive_files, hostname_of, metadata_answer, nic_data
+from nubes.domain import netdesired
 from nubes.domain.errors import InvalidInput, NotAuthenticated, NotFound
 from nubes.images.service import file_of
-from nubes.store.models import Host, Instance
+from nubes.network.common import COMPUTE
+from nubes.network.desired import host_networks
+from nubes.network.instance_ports import instance_nics
+from nubes.store.models import Host, Instance, Port
 
 router = APIRouter(prefix="/v1/agent", tags=["agent"])
 MAX_WAIT = 30.0
 
 
-def current_host(svc: Svc, token: Annotated[str, Depends(caller_token)]) -> Host:
-    return svc.hosts.authenticate(token)
+async def current_host(svc: Svc, token: Annotated[str, Depends(caller_token)]) -> Host:
+    """Every agent request: from the credential cache in the event loop, or verified against
+    the database in a worker thread."""
+    cached = svc.hosts.cached(token)
+    if cached is not None:
+        return cached
+    return await asyncio.to_thread(svc.hosts.authenticate, token)
 
 
 AgentHost = Annotated[Host, Depends(current_host)]
@@ -49,8 +60,24 @@ class JoinResponse(BaseModel):
 
 
 class Heartbeat(Strict):
-    metrics: dict[str, Any] = Field(default_factory=dict)
+    metrics: dict[str, Any] = Field(
+        default_factory=dict,
+        description="NAME → number (HYPERVISOR and ARCH: strings); see docs/probes.md.",
+    )
+    probe_errors: dict[str, str] = Field(
+        default_factory=dict, description="Probe name → what went wrong on its last run."
+    )
+    probes_version: str | None = Field(
+        None, max_length=64, description="The probes version the agent has installed."
+    )
     leaving: bool = False
+
+
+class HeartbeatOut(BaseModel):
+    known: bool
+    probes_version: str = Field(
+        description="The probes version to have; when it differs, GET /v1/agent/probes."
+    )
 
 
 class ImageRef(BaseModel):
@@ -76,11 +103,25 @@ class DesiredInstance(BaseModel):
     user_data: str | None
     metadata: dict[str, Any]
     public_keys: list[str]
+    nics: list[dict[str, Any]] = Field(
+        default_factory=list, description="The instance's NICs, in order (port id, MAC, …)."
+    )
+    config_drive: dict[str, str] | None = Field(
+        None, description="The config drive's files: path -> base64 of the content; null: none."
+    )
 
 
 class Desired(BaseModel):
     version: int
     instances: list[DesiredInstance]
+    networks: dict[str, Any] | None = Field(
+        None, description="The host's networking (nubes.domain.netdesired.HostNetworks)."
+    )
+    unchanged: bool = Field(
+        False,
+        description="True when a long poll ended with nothing new since `seen`: `instances` "
+        "is then empty and the agent keeps what it had.",
+    )
 
 
 class ReportIn(Strict):
@@ -122,15 +163,52 @@ def join(body: JoinRequest, request: Request, svc: Svc) -> JoinResponse:
     )
 
 
-@router.post("/heartbeat", response_model=ReportOut)
-def heartbeat(body: Heartbeat, host: AgentHost, svc: Svc) -> ReportOut:
-    svc.hosts.heartbeat(host, body.metrics, leaving=body.leaving)
-    return ReportOut(known=True)
+@router.post("/heartbeat", response_model=HeartbeatOut)
+async def heartbeat(body: Heartbeat, host: AgentHost, svc: Svc) -> HeartbeatOut:
+    """Most beats change nothing that must be written now: they are taken in the event loop
+    with no database and no worker thread (a thousand hosts send 200 a second)."""
+    hosts = svc.hosts
+    if not hosts.beat_in_memory(
+        host, body.metrics, leaving=body.leaving, probe_errors=body.probe_errors
+    ):
+        await asyncio.to_thread(
+            hosts.heartbeat,
+            host,
+            body.metrics,
+            leaving=body.leaving,
+            probe_errors=body.probe_errors,
+        )
+    version = hosts.probes.fresh_version()
+    if version is None:
+        version = await asyncio.to_thread(hosts.probes.version)
+    return HeartbeatOut(known=True, probes_version=version)
 
 
-def _desired(svc: Any, host: Host) -> list[DesiredInstance]:
+@router.get("/probes", response_class=Response)
+def probes_bundle(host: AgentHost, svc: Svc) -> Response:
+    """This host's probes (common + its driver kind) as a tar; the version is in
+    ``X-Nubes-Probes-Version``."""
+    version, data = svc.hosts.probes.bundle(host.driver)
+    return Response(
+        data, media_type="application/x-tar", headers={"X-Nubes-Probes-Version": version}
+    )
+
+
+def _config_drive(row: Instance, nics: list[dict[str, Any]]) -> dict[str, str] | None:
+    if not row.config_drive:
+        return None
+    files = config_drive_files(row, nics)
+    return {path: base64.b64encode(content).decode() for path, content in files.items()}
+
+
+def _desired(svc: Any, host: Host, metadata_url: str) -> Desired:
+    """Read the host's instances and networks (the version is read first by the caller, so a
+    change racing this read moves the version past what the agent is told)."""
     rows: list[Instance] = svc.instances.desired_for_host(host.id)
     images = svc.images.get_many({row.image_id for row in rows})
+    with svc.db.read() as session:
+        networks = netdesired.to_json(host_networks(session, host.id, metadata_url))
+        nics = {row.id: [nic_data(n) for n in instance_nics(session, row.id)] for row in rows}
     out = []
     for row in rows:
         image = images[row.image_id]
@@ -139,7 +217,7 @@ def _desired(svc: Any, host: Host) -> list[DesiredInstance]:
             DesiredInstance(
                 id=row.id,
                 name=row.name,
-                hostname=row.name,
+                hostname=hostname_of(row),
                 vcpus=row.vcpus,
                 ram_mb=row.ram_mb,
                 disk_gb=row.disk_gb,
@@ -157,22 +235,34 @@ def _desired(svc: Any, host: Host) -> list[DesiredInstance]:
                 user_data=row.user_data,
                 metadata=row.instance_metadata,
                 public_keys=[row.public_key] if row.public_key else [],
+                config_drive=_config_drive(row, nics[row.id]),
+                nics=nics[row.id],
             )
         )
-    return out
+    return Desired(version=0, instances=out, networks=networks)
 
 
 @router.get("/desired", response_model=Desired)
-async def desired(host: AgentHost, svc: Svc, seen: int = -1, wait: float = 0.0) -> Desired:
+async def desired(
+    host: AgentHost, svc: Svc, request: Request, seen: int = -1, wait: float = 0.0
+) -> Desired:
     """The desired state of every instance on this host. With ``wait``, a long poll: answers
     when the host's version passes ``seen``, or after ``wait`` seconds (at most 30)."""
     if not 0 <= wait <= MAX_WAIT:
         raise InvalidInput(f"wait: 0 to {MAX_WAIT:.0f} seconds")
     if wait > 0:
-        await svc.notifier.wait(host.id, seen, wait)
+        version = await svc.notifier.wait(host.id, seen, wait)
+        if version == seen:
+            # Nothing changed through this controller: spare the database (a thousand idle
+            # hosts would re-read it every watch period). Agents still read in full now and
+            # then, for changes made through other controllers.
+            return Desired(version=version, instances=[], unchanged=True)
     version = svc.notifier.version(host.id)
-    instances = await asyncio.to_thread(_desired, svc, host)
-    return Desired(version=version, instances=instances)
+    # the metadata proxy reaches this controller the way the agent does
+    metadata_url = str(request.base_url).rstrip("/")
+    answer = await asyncio.to_thread(_desired, svc, host, metadata_url)
+    answer.version = version
+    return answer
 
 
 @router.post("/instances/{instance_id}/report", response_model=ReportOut)
@@ -189,3 +279,32 @@ def image_file(image_id: str, kind: str, host: AgentHost, svc: Svc) -> FileRespo
     if path is None or not path.exists():
         raise NotFound(f"image {image_id} has no {kind} file", code="nubes.image.not_found")
     return FileResponse(path, media_type="application/octet-stream")
+
+
+def _metadata_of(svc: Any, host: Host, port_id: str, path: str) -> tuple[str, bytes] | None:
+    """Only a port bound to the asking host, of a live instance on that host: a proxy can
+    never read another host's instances, whatever port id it names."""
+    with svc.db.read() as session:
+        port = session.get(Port, port_id)
+        if port is None or port.host_id != host.id or port.device_owner != COMPUTE:
+            return None
+        row = session.get(Instance, port.device_id)
+        if row is None or row.host_id != host.id or row.state in ("deleting", "deleted"):
+            return None
+        nics = [nic_data(nic) for nic in instance_nics(session, row.id)]
+        return metadata_answer(row, nics, path, via_port_id=port.id)
+
+
+@router.get("/metadata/{port_id}/{path:path}", response_class=Response)
+async def metadata(port_id: str, path: str, host: AgentHost, svc: Svc) -> Response:
+    """The metadata service's content for the instance behind ``port_id``, asked by this
+    host's metadata proxy on the instance's behalf (the proxy knows the port by the
+    connection's source address; the instance never talks to the controller)."""
+    answer = await asyncio.to_thread(_metadata_of, svc, host, port_id, path)
+    if answer is None:
+        raise NotFound(
+            f"no metadata at {path!r} for port {port_id} on this host",
+            code="nubes.metadata.not_found",
+        )
+    media_type, body = answer
+    return Response(body, media_type=media_type)

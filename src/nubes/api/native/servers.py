@@ -7,14 +7,31 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, status
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from nubes.api.deps import Ctx, Svc
 from nubes.api.native.common import Limit, Marker, Name, NameFilter, Out, Strict, next_marker
 from nubes.domain.context import RequestContext
+from nubes.network.instance_ports import NicRequest
 from nubes.store.models import Instance
 
 router = APIRouter(prefix="/v1/servers", tags=["servers"])
+
+
+class NicIn(Strict):
+    network: str | None = Field(None, min_length=1, max_length=64, description="Network.")
+    port: str | None = Field(None, min_length=1, max_length=64, description="A made port.")
+    fixed_ip: str | None = Field(
+        None, min_length=1, max_length=64, description="With `network`: this address."
+    )
+
+    @model_validator(mode="after")
+    def _one_of(self) -> NicIn:
+        if (self.network is None) == (self.port is None):
+            raise ValueError("give either network or port")
+        if self.port is not None and self.fixed_ip is not None:
+            raise ValueError("fixed_ip goes with network (a port has its own addresses)")
+        return self
 
 
 class ServerCreate(Strict):
@@ -27,6 +44,38 @@ class ServerCreate(Strict):
         Field(default_factory=dict, max_length=128)
     )
     count: int = Field(1, ge=1, le=100, description="Several at once: NAME-1, NAME-2, …")
+    availability_zone: str | None = Field(
+        None, min_length=1, max_length=64, description="Place only on hosts of this zone."
+    )
+    group: str | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        description="Server group id or name: its policy (affinity, anti-affinity, soft-…) "
+        "applies to this placement.",
+    )
+    requirements: str | None = Field(
+        None,
+        max_length=1024,
+        description="Hosts must satisfy this (OpenNebula REQUIREMENTS): FREE_CPU > 60 & "
+        'HYPERVISOR = "qemu". See docs/scheduling.md.',
+    )
+    rank: str | None = Field(
+        None,
+        max_length=1024,
+        description="Prefer hosts where this is highest (OpenNebula RANK): FREE_MEMORY, "
+        "-RUNNING_VMS.",
+    )
+    config_drive: bool = Field(
+        False, description="Attach a config drive (ISO 9660, label config-2) with metadata."
+    )
+    networks: Literal["auto", "none"] | list[NicIn] = Field(
+        "auto",
+        max_length=16,
+        description="NICs, in order: each on a network (optionally with a fixed IP) or a port "
+        "made beforehand. auto: one on the project's network (or the shared `default`), "
+        "none if there is no such network; none: no NIC.",
+    )
 
 
 class ServerAction(Strict):
@@ -57,6 +106,10 @@ class ServerOut(Out):
     created_at: datetime
     updated_at: datetime
     launched_at: datetime | None
+    availability_zone: str | None
+    requirements: str | None
+    rank: str | None
+    config_drive: bool
 
 
 class ServerList(BaseModel):
@@ -86,6 +139,14 @@ def create_servers(body: ServerCreate, ctx: Ctx, svc: Svc) -> ServerList:
         user_data=body.user_data,
         metadata=body.metadata,
         count=body.count,
+        zone=body.availability_zone,
+        group=body.group,
+        requirements=body.requirements,
+        rank=body.rank,
+        config_drive=body.config_drive,
+        networks=body.networks
+        if isinstance(body.networks, str)
+        else [NicRequest(n.network, n.port, n.fixed_ip) for n in body.networks],
     )
     return ServerList(servers=[render(r, ctx) for r in rows], next_marker=None)
 

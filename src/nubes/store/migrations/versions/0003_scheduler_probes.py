@@ -74,10 +74,18 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("disk_allocation_ratio", sa.Float(), nullable=True))
         batch_op.add_column(sa.Column("max_instances", sa.Integer(), nullable=True))
         batch_op.add_column(
+            sa.Column("instance_count", sa.Integer(), nullable=False, server_default="0")
+        )
+        batch_op.add_column(
             sa.Column("probe_errors", sa.JSON(), nullable=False, server_default=sa.text("'{}'"))
         )
         batch_op.add_column(sa.Column("metrics_at", sa.DateTime(), nullable=True))
         batch_op.create_index("ix_hosts_updated_at", ["updated_at"], unique=False)
+
+    op.execute(
+        "UPDATE hosts SET instance_count = (SELECT count(*) FROM instances "
+        "WHERE instances.host_id = hosts.id AND instances.state != 'deleted')"
+    )
 
     with op.batch_alter_table("instances", schema=None) as batch_op:
         batch_op.add_column(sa.Column("availability_zone", sa.String(length=64), nullable=True))
@@ -95,6 +103,7 @@ def downgrade() -> None:
         batch_op.drop_index("ix_hosts_updated_at")
         batch_op.drop_column("metrics_at")
         batch_op.drop_column("probe_errors")
+        batch_op.drop_column("instance_count")
         batch_op.drop_column("max_instances")
         batch_op.drop_column("disk_allocation_ratio")
         batch_op.drop_column("ram_allocation_ratio")
