@@ -10,10 +10,14 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import httpx
+
+from nubes.domain import netdesired
+from nubes.subp import subp
 
 FAST_CONFIG = """listen_host = "127.0.0.1"
 instance_boot_timeout_seconds = {boot_timeout}
@@ -132,3 +136,31 @@ class CloudProcesses:
                 os.kill(proc.pid, signal.SIGKILL)
                 proc.wait(10)
         self.http.close()
+
+
+def network_leftovers(network_ids: Iterable[str], router_ids: Iterable[str] = ()) -> list[str]:
+    """What an agent in this namespace still has of these networks and routers: namespaces
+    and devices named from their ids (as nubes.domain.netdesired names them)."""
+    namespaces = set(subp(["ip", "netns", "list"]).stdout.split())
+    devices = {
+        line.split()[0].split("@")[0]
+        for line in subp(["ip", "-br", "link"]).stdout.splitlines()
+        if line.strip()
+    }
+    found = []
+    for nid in network_ids:
+        found += [n for n in (netdesired.netns_name("dhcp", nid),) if n in namespaces]
+        names = (netdesired.bridge_name(nid), netdesired.vxlan_name(nid))
+        found += [d for d in names if d in devices]
+    for rid in router_ids:
+        found += [n for n in (netdesired.netns_name("router", rid),) if n in namespaces]
+    return found
+
+
+def remove_network_leftovers(network_ids: Iterable[str], router_ids: Iterable[str] = ()) -> None:
+    """The last resort of a teardown whose agent was stopped before it could clean up."""
+    for name in network_leftovers(network_ids, router_ids):
+        if name.startswith("nubes-"):
+            subp(["ip", "netns", "del", name], check=False)
+        else:
+            subp(["ip", "link", "del", name], check=False)

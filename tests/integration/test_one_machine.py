@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration.cloudproc import free_port
+from tests.integration.cloudproc import free_port, network_leftovers, remove_network_leftovers
 
 pytestmark = pytest.mark.integration
 NUBES = str(Path(sys.executable).parent / "nubes")
@@ -139,16 +139,34 @@ def machine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OneMachi
         cloud.up_output = up.stdout + up.stderr  # type: ignore[attr-defined]
         yield cloud
     finally:
+        networks: list[str] = []
+        with contextlib.suppress(httpx.HTTPError, KeyError, OSError):
+            listed = cloud.http.get("/v1/networks", headers=cloud.headers).json()
+            networks = [n["id"] for n in listed["networks"]]
         for server in (
             cloud.http.get("/v1/servers", headers=cloud.headers).json().get("servers", [])
         ):
             cloud.http.delete(f"/v1/servers/{server['id']}", headers=cloud.headers)
             with contextlib.suppress(AssertionError):
                 cloud.wait_for(server["id"], "deleted", 60)
+        wait_until_network_is_gone(cloud, networks)
         cloud.nubes("down", "--state-dir", str(state))
         for pid in _processes_mentioning(str(state)):
             os.kill(pid, signal.SIGKILL)  # only processes of this test's own state dir
+        remove_network_leftovers(networks)
         cloud.http.close()
+
+
+def wait_until_network_is_gone(cloud: OneMachine, networks: list[str]) -> list[str]:
+    """Once its last instance is gone, the agent removes the host's networking (bridge,
+    VXLAN, the DHCP namespace with dnsmasq and the metadata proxy); what is left after 30 s."""
+    deadline = time.monotonic() + 30
+    while True:
+        left = network_leftovers(networks)
+        left += [str(p) for p in _processes_mentioning(str(cloud.state / "agent" / "network"))]
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.3)
 
 
 def test_up_boots_a_demo_instance_and_its_lifecycle_leaves_nothing(machine: OneMachine) -> None:
@@ -159,6 +177,7 @@ def test_up_boots_a_demo_instance_and_its_lifecycle_leaves_nothing(machine: OneM
     sid = demo["id"]
     assert machine.console(sid).count("NUBES-TINY-BOOTED") == 1
     assert _processes_mentioning(sid), "a guest process (or container monitor) should exist"
+    demo_nics = _nics_of(machine, sid)
 
     machine.action(sid, "stop")
     machine.wait_for(sid, "stopped")
@@ -179,5 +198,17 @@ def test_up_boots_a_demo_instance_and_its_lifecycle_leaves_nothing(machine: OneM
     assert leftovers == []
     mounts = Path("/proc/self/mountinfo").read_text()
     assert sid not in mounts
+    # its NIC was the host's last port on the default network: that networking goes too
+    networks = [
+        n["id"]
+        for n in machine.http.get("/v1/networks", headers=machine.headers).json()["networks"]
+    ]
+    assert demo_nics  # it had one
+    assert wait_until_network_is_gone(machine, networks) == []
     status = machine.nubes("status")
     assert status.returncode == 0, status.stdout + status.stderr
+
+
+def _nics_of(machine: OneMachine, server_id: str) -> list[dict[str, Any]]:
+    r = machine.http.get("/v1/ports", params={"device_id": server_id}, headers=machine.headers)
+    return [p for p in r.json().get("ports", []) if p.get("device_id") == server_id]

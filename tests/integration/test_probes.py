@@ -231,13 +231,14 @@ def test_a_synced_probe_in_requirements_changes_where_instances_land(cloud: Clou
         servers = cloud.nubes(
             "server", "create", name, "--image", "tiny", "--flavor", "m1.tiny",
             "--requirements", requirements, "--count", "2", "--wait", "--timeout", "60",
+            "--no-network",
         )  # fmt: skip
         hosts = {h["id"]: h["name"] for h in cloud.nubes("host", "list")}
         return sorted(hosts[s["host_id"]] for s in servers)
 
     first = cloud.nubes(
         "server", "create", "first", "--image", "tiny", "--flavor", "m1.tiny",
-        "--requirements", 'HOSTNAME = "node-1"', "--wait", "--timeout", "60",
+        "--requirements", 'HOSTNAME = "node-1"', "--wait", "--timeout", "60", "--no-network",
     )  # fmt: skip
     assert first["state"] == "running"
     cloud.wait_hosts(

@@ -133,7 +133,7 @@ def test_agents_on_two_test_hosts_join_and_take_instances(hosts: TestHosts, tmp_
                 "for host, other in (('node-1', 'node-2'), ('node-2', 'node-1')):\n"
                 "    c.patch(f'/v1/hosts/{other}', json={'enabled': False}, headers=h)\n"
                 "    c.patch(f'/v1/hosts/{host}', json={'enabled': True}, headers=h)\n"
-                "    s = c.post('/v1/servers', json={'name': f'on-{host}', 'image': 'tiny', 'flavor': 'm1.tiny'}, headers=h).json()['servers'][0]\n"
+                "    s = c.post('/v1/servers', json={'name': f'on-{host}', 'image': 'tiny', 'flavor': 'm1.tiny', 'networks': 'none'}, headers=h).json()['servers'][0]\n"
                 "    ids.append(s['id'])\n"
                 "for _ in range(150):\n"
                 "    ss = [c.get(f'/v1/servers/{i}', headers=h).json() for i in ids]\n"

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from nubes.domain.context import RequestContext
@@ -204,19 +205,27 @@ class ProbeService:
             raise _refuse(f"the probes add up to more than {MAX_BUNDLE_BYTES} bytes")
         version = hashlib.sha256(full).hexdigest()
         names = sorted(files)
-        with self.db.transaction() as session:
-            previous = session.get(Setting, VERSION_KEY)
-            changed = previous is None or previous.value != version
-            _put(session, VERSION_KEY, version)
-            _put(session, BUNDLE_KEY, base64.b64encode(full).decode())
-            events.record(
-                session,
-                ctx,
-                "host.probes_synced",
-                "probes",
-                version[:64],
-                payload={"probes": names, "changed": changed},
-            )
+        for attempt in (1, 2):
+            try:
+                with self.db.transaction() as session:
+                    previous = session.get(Setting, VERSION_KEY)
+                    changed = previous is None or previous.value != version
+                    _put(session, VERSION_KEY, version)
+                    _put(session, BUNDLE_KEY, base64.b64encode(full).decode())
+                    events.record(
+                        session,
+                        ctx,
+                        "host.probes_synced",
+                        "probes",
+                        version[:64],
+                        payload={"probes": names, "changed": changed},
+                    )
+                break
+            except IntegrityError:
+                # two first-ever syncs both inserted the settings rows (PostgreSQL): the
+                # loser's second try updates them
+                if attempt == 2:
+                    raise
         self._version = (time.monotonic(), version)
         return Synced(version, names, changed)
 
