@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -33,6 +34,7 @@ from nubes.agent.reconcile import Reconciler, parse_networks
 
 log = logging.getLogger("nubes.agent")
 IDENTITY_FILE = "agent.json"
+RUN_ROOT = Path("/run/nubes-agent")
 RESYNC_SECONDS = 10.0
 #: read the whole desired state at least this often, even when told "unchanged"
 FULL_READ_SECONDS = 60.0
@@ -67,6 +69,22 @@ class Identity:
 
 class AgentError(Exception):
     pass
+
+
+def network_run_dir(state_dir: Path) -> Path:
+    """Where the network agent keeps dnsmasq's files and the metadata proxies'. dnsmasq reads
+    its hosts file after dropping to ``nobody``, so every directory above it must be
+    traversable — and the state dir is not (0700: the database is in it). As root: under
+    /run, one directory per state dir (two agents on one machine never share one); else in
+    the state dir (unprivileged runs do no networking anyway)."""
+    if os.geteuid() != 0:
+        return state_dir / "network"
+    digest = hashlib.sha256(str(state_dir.resolve()).encode()).hexdigest()[:12]
+    run_dir = RUN_ROOT / digest
+    for directory in (RUN_ROOT, run_dir):
+        directory.mkdir(mode=0o755, exist_ok=True)
+        directory.chmod(0o755)
+    return run_dir
 
 
 class Agent:
@@ -105,7 +123,7 @@ class Agent:
     ) -> Agent:
         state_dir.mkdir(parents=True, exist_ok=True)
         try:
-            network_settings = Options.parse(state_dir / "network", network_options)
+            network_settings = Options.parse(network_run_dir(state_dir), network_options)
         except (TypeError, ValueError) as exc:
             raise AgentError(f"--network-options: {exc}") from exc
         known = Identity.load(state_dir)
