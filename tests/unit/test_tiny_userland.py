@@ -84,6 +84,12 @@ def test_boot_script_prints_the_markers_nubes_parses() -> None:
     assert "nubes.hostname=" in script
 
 
+def test_boot_script_asks_dhcp_for_the_classless_routes_its_event_script_applies() -> None:
+    """dnsmasq sends option 121 (the metadata service's route) only to clients asking."""
+    assert "-O staticroutes" in guest_file("init.sh")
+    assert "$staticroutes" in guest_file("udhcpc.sh")
+
+
 def test_inittab_runs_the_boot_script_at_start_and_shutdown() -> None:
     inittab = guest_file("inittab")
     assert "::sysinit:/etc/init.d/rcS start\n" in inittab

@@ -78,14 +78,16 @@ nics() {
 }
 
 # DHCP on every NIC that has no IPv4 address yet (LXC may have configured one), in parallel,
-# in the background; $STATE/network-settled appears when every attempt has ended.
+# in the background; $STATE/network-settled appears when every attempt has ended. udhcpc
+# does not ask for classless static routes (option 121) by itself, and servers send only
+# what is asked for: without -O staticroutes the metadata service's route never arrives.
 start_network() {
 	ip link set lo up 2>/dev/null
 	(
 		for nic in $(nics); do
 			ip link set "$nic" up 2>/dev/null
 			ip -4 addr show dev "$nic" | grep -q ' inet ' && continue
-			udhcpc -i "$nic" -n -q -t 3 -T 2 -s /etc/udhcpc/default.script \
+			udhcpc -i "$nic" -n -q -t 3 -T 2 -O staticroutes -s /etc/udhcpc/default.script \
 				>/dev/null 2>&1 </dev/null &
 		done
 		wait
