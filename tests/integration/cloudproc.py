@@ -3,6 +3,7 @@ process is ours and is ended by its PID in ``close()``."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -164,3 +165,28 @@ def remove_network_leftovers(network_ids: Iterable[str], router_ids: Iterable[st
             subp(["ip", "netns", "del", name], check=False)
         else:
             subp(["ip", "link", "del", name], check=False)
+
+
+def sweep_agent_run_dir(agent_state_dir: Path) -> list[int]:
+    """End the processes an agent of ``agent_state_dir`` left in its run directory under /run
+    (dnsmasq, metadata proxies: they outlive a killed agent by design) and remove it. Only
+    processes whose command line names that directory; returns their PIDs."""
+    import shutil
+
+    from nubes.agent.run import network_run_dir
+
+    run_dir = str(network_run_dir(agent_state_dir))
+    killed = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if run_dir.encode() in cmdline:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(entry.name), signal.SIGKILL)
+                killed.append(int(entry.name))
+    shutil.rmtree(run_dir, ignore_errors=True)
+    return killed

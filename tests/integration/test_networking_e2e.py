@@ -36,8 +36,10 @@ import pytest
 
 from nubes.agent.hypervisors.lxc import LxcHypervisor
 from nubes.agent.hypervisors.lxc.layout import container_name
+from nubes.agent.run import network_run_dir
 from nubes.images.tiny import TinyImage
 from nubes.subp import SubpError, SubpResult, subp, which
+from tests.integration.cloudproc import sweep_agent_run_dir
 from tests.integration.netns import TestHosts, missing_feature
 
 pytestmark = pytest.mark.integration
@@ -318,10 +320,11 @@ class Cloud:
             argv = [
                 "nsenter", f"--net=/run/netns/{ns}", sys.executable, "-m",
                 "nubes.agent.network", "cleanup", "--run-dir",
-                str(self.agent_dir(index) / "network"), "--options", json.dumps(prefix),
+                str(network_run_dir(self.agent_dir(index))), "--options", json.dumps(prefix),
             ]  # fmt: skip
             with contextlib.suppress(SubpError):
                 subp(argv, cwd=REPO, check=False, timeout=60)
+            sweep_agent_run_dir(self.agent_dir(index))  # what a crashed agent left under /run
         for pid in processes_mentioning(str(self.root)):  # dnsmasq, proxies left by a crash
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)

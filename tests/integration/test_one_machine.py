@@ -18,7 +18,12 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration.cloudproc import free_port, network_leftovers, remove_network_leftovers
+from tests.integration.cloudproc import (
+    free_port,
+    network_leftovers,
+    remove_network_leftovers,
+    sweep_agent_run_dir,
+)
 
 pytestmark = pytest.mark.integration
 NUBES = str(Path(sys.executable).parent / "nubes")
@@ -153,6 +158,7 @@ def machine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OneMachi
         cloud.nubes("down", "--state-dir", str(state))
         for pid in _processes_mentioning(str(state)):
             os.kill(pid, signal.SIGKILL)  # only processes of this test's own state dir
+        sweep_agent_run_dir(state / "agent")
         remove_network_leftovers(networks)
         cloud.http.close()
 

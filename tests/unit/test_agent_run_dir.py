@@ -19,9 +19,20 @@ def test_as_root_each_state_dir_has_its_own_traversable_run_dir(tmp_path, monkey
     first = run.network_run_dir(tmp_path / "a")
     assert first == run.network_run_dir(tmp_path / "a")  # a restarted agent finds its files
     assert first != run.network_run_dir(tmp_path / "b")  # two agents never share one
-    for directory in (tmp_path / "run", first):
-        assert stat.S_IMODE(directory.stat().st_mode) == 0o755
     assert not first.is_relative_to(tmp_path / "a")
+    assert not first.exists()  # nothing made until dnsmasq needs it
+
+
+def test_dnsmasq_directories_are_traversable_whatever_the_umask(tmp_path):
+    from nubes.agent.network.dnsmasq import traversable
+
+    old = os.umask(0o077)
+    try:
+        traversable(tmp_path / "run" / "x" / "dhcp" / "net")
+    finally:
+        os.umask(old)
+    for directory in ("run", "run/x", "run/x/dhcp", "run/x/dhcp/net"):
+        assert stat.S_IMODE((tmp_path / directory).stat().st_mode) == 0o755
 
 
 def test_unprivileged_runs_keep_them_in_the_state_dir(tmp_path, monkeypatch):

@@ -80,11 +80,7 @@ def network_run_dir(state_dir: Path) -> Path:
     if os.geteuid() != 0:
         return state_dir / "network"
     digest = hashlib.sha256(str(state_dir.resolve()).encode()).hexdigest()[:12]
-    run_dir = RUN_ROOT / digest
-    for directory in (RUN_ROOT, run_dir):
-        directory.mkdir(mode=0o755, exist_ok=True)
-        directory.chmod(0o755)
-    return run_dir
+    return RUN_ROOT / digest  # made (0755 all the way) when dnsmasq first needs it
 
 
 class Agent:

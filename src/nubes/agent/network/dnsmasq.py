@@ -54,6 +54,20 @@ def running_pid(paths: DhcpPaths, proc: Path = PROC) -> int | None:
     return pid if is_ours(pid, paths, proc) else None
 
 
+def traversable(directory: Path) -> None:
+    """``mkdir -p`` giving every directory it makes, and ``directory``, mode 0755 whatever
+    the umask: dnsmasq reads its files as ``nobody``."""
+    missing = []
+    walk = directory
+    while not walk.exists():
+        missing.append(walk)
+        walk = walk.parent
+    for made in reversed(missing):
+        made.mkdir(mode=0o755, exist_ok=True)
+        made.chmod(0o755)
+    directory.chmod(0o755)
+
+
 def write_if_changed(path: Path, text: str) -> bool:
     """Atomically (a reader sees the old file or the new one, never half of it)."""
     with contextlib.suppress(OSError):
@@ -87,8 +101,7 @@ class Dnsmasq:
     def ensure(self, files: DhcpFiles, changes: list[str]) -> None:
         """Running with exactly ``files``: write what differs, then start, SIGHUP or
         restart, whichever is the smallest step."""
-        self.paths.root.mkdir(mode=0o755, parents=True, exist_ok=True)
-        self.paths.root.chmod(0o755)
+        traversable(self.paths.root)
         data_changed = write_if_changed(self.paths.hosts, files.hosts)
         data_changed |= write_if_changed(self.paths.opts, files.opts)
         conf_changed = write_if_changed(self.paths.conf, files.conf)
