@@ -50,6 +50,8 @@ check: lint typecheck imports test
 bench: install
 	$(BIN)/python bench/identity.py
 	$(BIN)/python bench/boot.py
+	$(BIN)/python bench/scheduler.py
+	$(BIN)/python bench/ipam.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
