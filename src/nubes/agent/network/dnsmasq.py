@@ -134,20 +134,36 @@ class Dnsmasq:
         pid = running_pid(self.paths, self.proc) if pid is None else pid
         if pid is None:
             return None
-        for sig, wait in ((signal.SIGTERM, STOP_TIMEOUT), (signal.SIGKILL, STOP_TIMEOUT)):
-            if not is_ours(pid, self.paths, self.proc):
-                break
-            with contextlib.suppress(ProcessLookupError):
-                self.kill(pid, sig)
-            deadline = time.monotonic() + wait
-            while is_ours(pid, self.paths, self.proc) and time.monotonic() < deadline:
-                time.sleep(0.05)
-        if is_ours(pid, self.paths, self.proc):
-            raise NetworkError(f"dnsmasq (pid {pid}) in {self.netns} will not die")
+        stop_daemon(
+            pid,
+            lambda p: is_ours(p, self.paths, self.proc),
+            self.kill,
+            f"dnsmasq (pid {pid}) in {self.netns}",
+        )
         self.paths.pid.unlink(missing_ok=True)
         return pid
 
     def _trim_log(self) -> None:
-        with contextlib.suppress(OSError):
-            if self.paths.log.stat().st_size > LOG_LIMIT:
-                os.truncate(self.paths.log, 0)
+        trim_log(self.paths.log)
+
+
+def stop_daemon(pid: int, still_ours: Callable[[int], bool], kill: Kill, what: str) -> None:
+    """SIGTERM, then SIGKILL, each given STOP_TIMEOUT, while ``pid`` is still the daemon we
+    started (checked before every signal: a recycled PID is never signalled)."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        if not still_ours(pid):
+            return
+        with contextlib.suppress(ProcessLookupError):
+            kill(pid, sig)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while still_ours(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    if still_ours(pid):
+        raise NetworkError(f"{what} will not die")
+
+
+def trim_log(path: Path) -> None:
+    """Empty a daemon's log past LOG_LIMIT (the daemons append and never rotate)."""
+    with contextlib.suppress(OSError):
+        if path.stat().st_size > LOG_LIMIT:
+            os.truncate(path, 0)

@@ -22,13 +22,19 @@ import contextlib
 import ipaddress
 import json
 import os
-import signal
 import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from nubes.agent.network.dnsmasq import PROC, Kill, cmdline, write_if_changed
+from nubes.agent.network.dnsmasq import (
+    PROC,
+    Kill,
+    cmdline,
+    stop_daemon,
+    trim_log,
+    write_if_changed,
+)
 from nubes.agent.network.runner import NetworkError, Run
 from nubes.domain.netdesired import HostNetworks, Network, Port
 
@@ -198,20 +204,14 @@ class MetadataProxy:
         pid = running_pid(self.paths, self.proc) if pid is None else pid
         if pid is None:
             return None
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            if not is_ours(pid, self.paths, self.proc):
-                break
-            with contextlib.suppress(ProcessLookupError):
-                self.kill(pid, sig)
-            deadline = time.monotonic() + STOP_TIMEOUT
-            while is_ours(pid, self.paths, self.proc) and time.monotonic() < deadline:
-                time.sleep(0.05)
-        if is_ours(pid, self.paths, self.proc):
-            raise NetworkError(f"metadata proxy (pid {pid}) for {self.netns} will not die")
+        stop_daemon(
+            pid,
+            lambda p: is_ours(p, self.paths, self.proc),
+            self.kill,
+            f"metadata proxy (pid {pid}) for {self.netns}",
+        )
         self.paths.pid.unlink(missing_ok=True)
         return pid
 
     def _trim_log(self) -> None:
-        with contextlib.suppress(OSError):
-            if self.paths.log.stat().st_size > LOG_LIMIT:
-                os.truncate(self.paths.log, 0)
+        trim_log(self.paths.log)
