@@ -367,3 +367,47 @@ def test_network_quotas_are_charged_and_released(cloud, member):
     assert usage["security_group_rules"] == 4
     # a refused create changed nothing
     assert len(cloud.client.get("/v1/networks", headers=member).json()["networks"]) == 1
+
+
+def test_a_project_with_networks_is_not_deleted_and_its_default_group_goes_with_it(cloud):
+    """Networks name their project without a foreign key (as Neutron's): deleting the project
+    is still refused while it has some, and the default security group nubes made for it
+    (which cannot be deleted on its own) goes with the project."""
+    from sqlalchemy import func, select
+
+    from nubes.store.models import SecurityGroup
+
+    admin = cloud.admin
+    project = make_project(cloud, admin, "gone")
+    owner = make_user(cloud, admin, "gone-member", "gone")
+    net = made(post(cloud, "/v1/networks", {"name": "n"}, owner))
+    made(
+        post(
+            cloud,
+            "/v1/subnets",
+            {"name": "s", "network_id": net["id"], "cidr": "10.9.0.0/24"},
+            owner,
+        )
+    )
+    port = made(post(cloud, "/v1/ports", {"name": "p", "network_id": net["id"]}, owner))
+    r = cloud.client.delete("/v1/projects/gone", headers=admin)
+    assert r.status_code == 409
+    assert "1 networks, 1 ports" in error_of(r)["message"]
+    assert cloud.client.delete(f"/v1/ports/{port['id']}", headers=owner).status_code == 204
+    assert cloud.client.delete(f"/v1/networks/{net['id']}", headers=owner).status_code == 204
+
+    def groups() -> int:
+        with cloud.services.db.read() as session:
+            return int(
+                session.scalar(
+                    select(func.count())
+                    .select_from(SecurityGroup)
+                    .where(SecurityGroup.project_id == project["id"])
+                )
+                or 0
+            )
+
+    assert groups() == 1  # the default one, made for the port
+    r = cloud.client.delete("/v1/projects/gone", headers=admin)
+    assert r.status_code == 204, r.text
+    assert groups() == 0

@@ -124,10 +124,12 @@ class ProjectService:
                     f"project {row.name!r} still owns {', '.join(owned)}; delete them first",
                     code="nubes.project.in_use",
                 )
-            # deleted instances are kept as records until their project goes
+            # deleted instances are kept as records until their project goes; so is the
+            # default security group nubes made for it (it cannot be deleted on its own)
             session.execute(
                 delete(Instance).where(Instance.project_id == row.id, Instance.state == "deleted")
             )
+            _delete_default_security_group(session, row.id)
             revoke_project_tokens(session, self.core.settings, row.id)
             session.execute(delete(RoleAssignment).where(RoleAssignment.project_id == row.id))
             session.delete(row)
@@ -152,4 +154,24 @@ def _still_owned(session: Session, project_id: str) -> list[str]:
             count = session.scalar(stmt)
             if count:
                 found.append(f"{count} {table.name.replace('_', ' ')}")
+    for name in LOOSELY_OWNED:
+        table = Base.metadata.tables[name]
+        stmt = select(func.count()).select_from(table).where(table.c.project_id == project_id)
+        if name == "security_groups":
+            stmt = stmt.where(table.c.name != DEFAULT_SECURITY_GROUP)
+        count = session.scalar(stmt)
+        if count:
+            found.append(f"{count} {name.replace('_', ' ')}")
     return found
+
+
+#: resources that name their project without a foreign key (as Neutron's do), counted too
+LOOSELY_OWNED = ("networks", "ports", "routers", "floating_ips", "security_groups")
+DEFAULT_SECURITY_GROUP = "default"
+
+
+def _delete_default_security_group(session: Session, project_id: str) -> None:
+    rules = Base.metadata.tables["security_group_rules"]
+    groups = Base.metadata.tables["security_groups"]
+    session.execute(delete(rules).where(rules.c.project_id == project_id))
+    session.execute(delete(groups).where(groups.c.project_id == project_id))
