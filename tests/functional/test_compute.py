@@ -332,3 +332,23 @@ def test_due_heartbeats_are_queued_and_written_together(cloud, tmp_path, monkeyp
     assert all(rows[n].last_seen > before[n] for n in rows)
     for a in agents:
         a.reconciler.close()
+
+
+def test_an_instances_port_is_active_while_it_runs(cloud, agent, image):
+    s = server(cloud, cloud.admin)
+
+    def ports() -> list[str]:
+        listed = cloud.client.get("/v1/ports", headers=cloud.admin).json()["ports"]
+        return [p["status"] for p in listed if p["device_id"] == s["id"]]
+
+    assert ports() == ["DOWN"]  # made, not yet plugged
+    sync(agent)
+    assert show(cloud, cloud.admin, s["id"])["state"] == "running"
+    assert ports() == ["ACTIVE"]
+    r = cloud.client.post(
+        f"/v1/servers/{s['id']}/action", json={"action": "stop"}, headers=cloud.admin
+    )
+    assert r.status_code == 202, r.text
+    sync(agent)
+    assert show(cloud, cloud.admin, s["id"])["state"] == "stopped"
+    assert ports() == ["DOWN"]

@@ -36,6 +36,7 @@ from nubes.network.instance_ports import (
     bind_instance_ports,
     default_network,
     release_instance_ports,
+    set_instance_ports_status,
 )
 from nubes.scheduler import (
     ExpressionError,
@@ -394,11 +395,13 @@ class InstanceService:
                     if row.launched_at is None:
                         row.launched_at = utcnow()
                     row.task = row.task_deadline = None
+                    set_instance_ports_status(session, row.id, "ACTIVE")
                 elif report.phase in ("building", "booting"):
                     self._advance(session, row, report.phase)
             elif row.desired_power == "stopped" and report.power == "stopped":
                 self._advance(session, row, "stopped")
                 row.task = row.task_deadline = None
+                set_instance_ports_status(session, row.id, "DOWN")
             return row
 
     def expire_tasks(self) -> list[str]:

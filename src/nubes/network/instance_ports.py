@@ -309,3 +309,25 @@ def desired_subnet(row: Subnet) -> netdesired.Subnet:
         dns_nameservers=tuple(row.dns_nameservers),
         host_routes=tuple((d, n) for d, n in row.host_routes),
     )
+
+
+def set_instance_ports_status(session: Session, instance_id: str, status: str) -> int:
+    """ACTIVE once the instance runs (its agent has plugged it), DOWN when it stops. Only the
+    ports whose status differs are written: a write to ``ports`` wakes every agent."""
+    stale = list(
+        session.scalars(
+            select(Port.id).where(
+                Port.device_owner == COMPUTE,
+                Port.device_id == instance_id,
+                Port.status != status,
+            )
+        )
+    )
+    if stale:
+        session.execute(
+            update(Port)
+            .where(Port.id.in_(stale))
+            .values(status=status)
+            .execution_options(synchronize_session=False)
+        )
+    return len(stale)
