@@ -14,6 +14,7 @@ fuzzer has made a second admin) is undone before the next case.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -33,8 +34,10 @@ from nubes.domain.errors import NotAuthenticated, NotFound
 from nubes.store.db import Database
 from tests.conftest import FAST_HASHING, wipe
 
-# Per operation; all 44 operations run in about half a minute on SQLite.
-MAX_EXAMPLES = 25
+# Per operation. All ~120 operations take about 1.5 min on SQLite at 25; the PostgreSQL pass
+# looks for what only that engine refuses (NUL bytes, out-of-range numbers), which few
+# examples find, so it takes fewer and keeps the suite short.
+MAX_EXAMPLES = 10 if os.environ.get("NUBES_TEST_DATABASE_URL") else 25
 ADMIN_PASSWORD = "schemathesis-admin-password"
 SYSTEM = RequestContext.system()
 
