@@ -2,10 +2,11 @@
 
 Built-in metrics are read from /proc and ``statvfs``; names are UPPER_SNAKE (the scheduler's
 REQUIREMENTS and RANK expressions use them) and values numbers, except the string attributes
-in ``STRING_METRICS``. CPU follows OpenNebula: 100 per CPU, so on 4 CPUs ``USED_CPU`` is 0 to
-400 and ``FREE_CPU`` is ``100 * CPU_COUNT - USED_CPU``; it is measured from /proc/stat between
-two cycles (the first cycle measures since boot), not from the load average. Memory and
-datastore sizes are MB. The operator's probes (:mod:`nubes.agent.probes`) add to these.
+in ``nubes.domain.probes.STRING_METRICS``. CPU follows OpenNebula: 100 per CPU, so on 4 CPUs
+``USED_CPU`` is 0 to 400 and ``FREE_CPU`` is ``100 * CPU_COUNT - USED_CPU``; it is measured
+from /proc/stat between two cycles (the first cycle measures since boot), not from the load
+average. Memory and datastore sizes are MB. The operator's probes (:mod:`nubes.agent.probes`)
+add to these.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from nubes.agent.probes import InstalledProbes
 
 MB = 1 << 20
 #: built-in attributes that are strings (operator probes only give numbers)
-STRING_METRICS = frozenset({"HYPERVISOR", "ARCH"})
 DEFAULT_DATASTORE = "default"
 
 

@@ -41,14 +41,15 @@ from pathlib import Path
 from typing import Protocol
 
 from nubes.agent.client import ControllerError
+from nubes.domain.probes import (
+    COMMON,
+    MAX_BUNDLE_BYTES,
+    MAX_PROBE_BYTES,
+    MAX_PROBES,
+    METRIC_NAME,
+    PROBE_NAME,
+)
 
-METRIC_NAME = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
-PROBE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-COMMON = "common"
-KINDS = ("qemu", "lxc", "fake")
-MAX_PROBES = 64
-MAX_PROBE_BYTES = 256 * 1024
-MAX_BUNDLE_BYTES = 2 * 1024 * 1024
 #: stdout kept from one run; more and the probe is killed
 MAX_OUTPUT = 64 * 1024
 MAX_METRICS_PER_PROBE = 256

@@ -20,7 +20,6 @@ import base64
 import hashlib
 import io
 import math
-import re
 import tarfile
 import time
 from collections.abc import Mapping
@@ -34,21 +33,22 @@ from sqlalchemy.orm import Session
 
 from nubes.domain.context import RequestContext
 from nubes.domain.errors import InvalidInput
+from nubes.domain.probes import (
+    COMMON,
+    KINDS,
+    MAX_BUNDLE_BYTES,
+    MAX_PROBE_BYTES,
+    MAX_PROBES,
+    METRIC_NAME,
+    PROBE_NAME,
+    STRING_METRICS,
+)
 from nubes.identity import policy
 from nubes.store import events
 from nubes.store.db import Database
 from nubes.store.models import Host, Setting
 
-METRIC_NAME = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
-PROBE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-COMMON = "common"
-KINDS = ("qemu", "lxc", "fake")
 GROUPS = (COMMON, *KINDS)
-MAX_PROBES = 64
-MAX_PROBE_BYTES = 256 * 1024
-MAX_BUNDLE_BYTES = 2 * 1024 * 1024
-#: built-in attributes the agent reports as strings; every other metric is a number
-STRING_METRICS = frozenset({"HYPERVISOR", "ARCH"})
 MAX_METRICS = 2048
 MAX_PROBE_ERRORS = MAX_PROBES + 8
 MAX_ERROR_TEXT = 1000
