@@ -8,7 +8,9 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from nubes.config import Settings
 from nubes.domain.errors import Conflict
+from nubes.identity.core import IdentityCore
 
 #: device_owner values nubes gives its own ports; users may not set or delete these.
 DHCP = "network:dhcp"
@@ -29,3 +31,14 @@ def guarded_delete(session: Session, stmt: Any, conflict: Conflict) -> int:
     except IntegrityError:
         raise conflict from None
     return int(result.rowcount)
+
+
+class Service:
+    """A networking service: the identity core (database, settings) it works through."""
+
+    def __init__(self, core: IdentityCore) -> None:
+        self.core = core
+
+    @property
+    def settings(self) -> Settings:
+        return self.core.settings

@@ -15,14 +15,12 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from nubes.config import Settings
 from nubes.domain.context import RequestContext
 from nubes.domain.errors import Conflict, Forbidden, InvalidInput, NotFound
 from nubes.identity import policy, quotas
-from nubes.identity.core import IdentityCore
 from nubes.network import ipam
 from nubes.network.addresses import normalise_ip
-from nubes.network.common import FLOATING_IP, RESERVED_PREFIX, ROUTER_INTERFACE
+from nubes.network.common import FLOATING_IP, RESERVED_PREFIX, ROUTER_INTERFACE, Service
 from nubes.network.lookup import find_floating_ip, find_network, find_port, own_clause
 from nubes.network.ports import FixedIp, destroy_port, make_port
 from nubes.store import events
@@ -58,14 +56,7 @@ def _fixed_address(session: Session, port: Port, wanted: str | None) -> tuple[st
     raise InvalidInput(f"port_id: port {port.id} has no IPv4 address to map a floating IP to")
 
 
-class FloatingIpService:
-    def __init__(self, core: IdentityCore) -> None:
-        self.core = core
-
-    @property
-    def settings(self) -> Settings:
-        return self.core.settings
-
+class FloatingIpService(Service):
     def create(
         self,
         ctx: RequestContext,

@@ -22,9 +22,8 @@ from nubes.config import Settings
 from nubes.domain.context import RequestContext
 from nubes.domain.errors import Conflict, Forbidden, InvalidInput, NotFound
 from nubes.identity import policy, quotas
-from nubes.identity.core import IdentityCore
 from nubes.network import ipam
-from nubes.network.common import DHCP, guarded_delete
+from nubes.network.common import DHCP, Service, guarded_delete
 from nubes.network.lookup import find_network, network_clause
 from nubes.network.ports import destroy_port
 from nubes.store import events
@@ -138,14 +137,7 @@ def insert_network(session: Session, settings: Settings, values: dict[str, Any])
     )
 
 
-class NetworkService:
-    def __init__(self, core: IdentityCore) -> None:
-        self.core = core
-
-    @property
-    def settings(self) -> Settings:
-        return self.core.settings
-
+class NetworkService(Service):
     def create(
         self,
         ctx: RequestContext,

@@ -24,9 +24,8 @@ from nubes.config import Settings
 from nubes.domain.context import RequestContext
 from nubes.domain.errors import Conflict, Forbidden, InvalidInput, NotFound
 from nubes.identity import policy, quotas
-from nubes.identity.core import IdentityCore
 from nubes.network import ipam
-from nubes.network.common import COMPUTE, RESERVED_PREFIX
+from nubes.network.common import COMPUTE, RESERVED_PREFIX, Service
 from nubes.network.lookup import find_network, find_port, own_clause, subnet_on_network
 from nubes.network.security_groups import DEFAULT_GROUP, resolve_groups
 from nubes.store import events
@@ -335,14 +334,7 @@ def _check_owner(device_owner: str | None) -> None:
         )
 
 
-class PortService:
-    def __init__(self, core: IdentityCore) -> None:
-        self.core = core
-
-    @property
-    def settings(self) -> Settings:
-        return self.core.settings
-
+class PortService(Service):
     def create(
         self,
         ctx: RequestContext,

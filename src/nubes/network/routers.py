@@ -22,13 +22,11 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from nubes.config import Settings
 from nubes.domain.context import RequestContext
 from nubes.domain.errors import Conflict, InvalidInput, NotFound
 from nubes.identity import policy, quotas
-from nubes.identity.core import IdentityCore
 from nubes.network import ipam
-from nubes.network.common import ROUTER_GATEWAY, ROUTER_INTERFACE
+from nubes.network.common import ROUTER_GATEWAY, ROUTER_INTERFACE, Service
 from nubes.network.lookup import find_network, find_router, find_subnet, own_clause
 from nubes.network.ports import FixedIp, destroy_port, make_port
 from nubes.store import events
@@ -152,14 +150,7 @@ def _fips_through(session: Session, router: Router) -> int:
     )
 
 
-class RouterService:
-    def __init__(self, core: IdentityCore) -> None:
-        self.core = core
-
-    @property
-    def settings(self) -> Settings:
-        return self.core.settings
-
+class RouterService(Service):
     def create(
         self,
         ctx: RequestContext,

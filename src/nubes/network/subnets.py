@@ -18,7 +18,6 @@ from nubes.config import Settings
 from nubes.domain.context import RequestContext
 from nubes.domain.errors import Conflict, InvalidInput, NotFound
 from nubes.identity import policy, quotas
-from nubes.identity.core import IdentityCore
 from nubes.network import ipam
 from nubes.network.addresses import (
     DEFAULT,
@@ -29,7 +28,7 @@ from nubes.network.addresses import (
     parse_cidr,
     plan_subnet,
 )
-from nubes.network.common import DHCP, ROUTER_INTERFACE, guarded_delete
+from nubes.network.common import DHCP, ROUTER_INTERFACE, Service, guarded_delete
 from nubes.network.dhcp import lock_network, sync_dhcp
 from nubes.network.lookup import find_network, find_subnet, subnet_clause
 from nubes.network.ports import destroy_port
@@ -97,14 +96,7 @@ def insert_subnet(
     return row
 
 
-class SubnetService:
-    def __init__(self, core: IdentityCore) -> None:
-        self.core = core
-
-    @property
-    def settings(self) -> Settings:
-        return self.core.settings
-
+class SubnetService(Service):
     def create(
         self,
         ctx: RequestContext,

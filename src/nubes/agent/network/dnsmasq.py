@@ -122,12 +122,10 @@ class Dnsmasq:
         self.paths.pid.unlink(missing_ok=True)
         # dnsmasq daemonizes itself; its parent exits once the child is serving (or failed).
         self.run(["ip", "netns", "exec", self.netns, "dnsmasq", f"--conf-file={self.paths.conf}"])
-        deadline = time.monotonic() + START_TIMEOUT
-        while (pid := running_pid(self.paths, self.proc)) is None:
-            if time.monotonic() >= deadline:
-                raise NetworkError(f"dnsmasq in {self.netns} did not write {self.paths.pid}")
-            time.sleep(0.05)
-        return pid
+        return wait_for_pid(
+            lambda: running_pid(self.paths, self.proc),
+            f"dnsmasq in {self.netns} did not write {self.paths.pid}",
+        )
 
     def stop(self, pid: int | None = None) -> int | None:
         """SIGTERM, then SIGKILL; only ever a PID that is this network's dnsmasq."""
@@ -145,6 +143,18 @@ class Dnsmasq:
 
     def _trim_log(self) -> None:
         trim_log(self.paths.log)
+
+
+def wait_for_pid(
+    read: Callable[[], int | None], failure: str, timeout: float = START_TIMEOUT
+) -> int:
+    """A daemon we just started detaches; wait until its PID file names it."""
+    deadline = time.monotonic() + timeout
+    while (pid := read()) is None:
+        if time.monotonic() >= deadline:
+            raise NetworkError(failure)
+        time.sleep(0.05)
+    return pid
 
 
 def stop_daemon(pid: int, still_ours: Callable[[int], bool], kill: Kill, what: str) -> None:

@@ -23,7 +23,6 @@ import ipaddress
 import json
 import os
 import sys
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -33,9 +32,10 @@ from nubes.agent.network.dnsmasq import (
     cmdline,
     stop_daemon,
     trim_log,
+    wait_for_pid,
     write_if_changed,
 )
-from nubes.agent.network.runner import NetworkError, Run
+from nubes.agent.network.runner import Run
 from nubes.domain.netdesired import HostNetworks, Network, Port
 
 METADATA_ADDRESS = "169.254.169.254"
@@ -190,14 +190,11 @@ class MetadataProxy:
         self.paths.pid.unlink(missing_ok=True)
         # The proxy binds inside the namespace, then detaches; its parent exits at once.
         self.run([sys.executable, "-m", MODULE, f"--config={self.paths.config}"])
-        deadline = time.monotonic() + START_TIMEOUT
-        while (pid := running_pid(self.paths, self.proc)) is None:
-            if time.monotonic() >= deadline:
-                raise NetworkError(
-                    f"metadata proxy for {self.netns} did not write {self.paths.pid}"
-                )
-            time.sleep(0.05)
-        return pid
+        return wait_for_pid(
+            lambda: running_pid(self.paths, self.proc),
+            f"metadata proxy for {self.netns} did not write {self.paths.pid}",
+            START_TIMEOUT,
+        )
 
     def stop(self, pid: int | None = None) -> int | None:
         """SIGTERM, then SIGKILL; only ever a PID that is this network's proxy."""
