@@ -8,6 +8,8 @@ guarded by conditional updates and unique constraints, never by hoping.
 
 from __future__ import annotations
 
+import fcntl
+import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -42,14 +44,20 @@ class Database:
         else:
             kwargs.update(pool_size=pool_size, max_overflow=pool_size * 2, pool_pre_ping=True)
         self.engine: Engine = create_engine(url, **kwargs)
+        self._lock_path: Path | None = None
         if self.dialect == "sqlite":
             _configure_sqlite(self.engine)
+            if parsed.database and parsed.database != ":memory:":
+                self._lock_path = Path(f"{parsed.database}.writer-lock")
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
-        #: SQLite has one writer at a time. Writers of this process queue here, in order,
-        #: rather than in SQLite's busy handler, which sleeps in growing steps (up to 100 ms)
-        #: between tries: under load that left the CPU idle and requests waiting seconds.
-        #: Other processes (the CLI, a second controller) still meet the busy timeout.
+        #: SQLite has one writer at a time. Writers queue here, in order, rather than in
+        #: SQLite's busy handler, which sleeps in growing steps (up to 100 ms) between tries:
+        #: under load that left the CPU idle and requests waiting seconds. The threads of this
+        #: process queue on the lock, processes (the workers of a controller, the CLI) on an
+        #: flock of ``nubes.db.writer-lock``, which the kernel hands on the moment it is freed.
         self._writer = threading.RLock()
+        self._writer_depth = 0
+        self._lock_fd: int | None = None
 
     @contextmanager
     def transaction(self, *, write: bool = True) -> Iterator[Session]:
@@ -60,7 +68,7 @@ class Database:
             raise Unavailable(f"database error: {exc.orig}") from exc
         queued = self.dialect == "sqlite" and write
         if queued:
-            self._writer.acquire()
+            self._acquire_writer()
         try:
             if self.dialect == "sqlite":
                 session.connection(
@@ -82,7 +90,27 @@ class Database:
         finally:
             session.close()
             if queued:
-                self._writer.release()
+                self._release_writer()
+
+    def _acquire_writer(self) -> None:
+        self._writer.acquire()
+        self._writer_depth += 1
+        if self._writer_depth > 1 or self._lock_path is None:
+            return  # a nested write transaction of this thread: it holds the file lock
+        try:
+            if self._lock_fd is None:
+                self._lock_fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        except OSError as exc:
+            self._writer_depth -= 1
+            self._writer.release()
+            raise Unavailable(f"cannot lock {self._lock_path}: {exc}") from exc
+
+    def _release_writer(self) -> None:
+        self._writer_depth -= 1
+        if self._writer_depth == 0 and self._lock_fd is not None:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+        self._writer.release()
 
     @contextmanager
     def connection(self) -> Iterator[Connection]:
@@ -129,6 +157,9 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
 
 def _configure_sqlite(engine: Engine) -> None:
