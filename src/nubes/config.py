@@ -95,6 +95,13 @@ class Settings(BaseModel):
         "0.0.0.0", description="Address the API listens on. Env: NUBES_LISTEN_HOST."
     )
     port: int = Field(8770, ge=1, le=65535, description="The one HTTP port. Env: NUBES_PORT.")
+    workers: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="Processes serving the API on that port (a supervisor restarts any that "
+        "dies). 0: one per CPU, at most 4. Env: NUBES_WORKERS.",
+    )
     public_url: str = Field(
         "",
         description="URL clients use to reach the API; written to admin-openrc.sh and "
@@ -203,6 +210,10 @@ class Settings(BaseModel):
         return self.database_url or f"sqlite:///{self.state_dir / 'nubes.db'}"
 
     @property
+    def effective_workers(self) -> int:
+        return self.workers or max(1, min(os.cpu_count() or 1, 4))
+
+    @property
     def effective_public_url(self) -> str:
         return self.public_url or f"http://127.0.0.1:{self.port}"
 
@@ -212,6 +223,7 @@ _ENV = {
     "NUBES_DATABASE_URL": "database_url",
     "NUBES_LISTEN_HOST": "listen_host",
     "NUBES_PORT": "port",
+    "NUBES_WORKERS": "workers",
     "NUBES_LOG_LEVEL": "log_level",
 }
 

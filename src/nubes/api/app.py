@@ -88,12 +88,15 @@ class HostMetricsCollector(Collector):
 def create_app(services: Services, *, run_loops: bool = True) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        loop = asyncio.get_running_loop()
+        services.notifier.listen(loop)
         task = asyncio.create_task(_run_loops(services)) if run_loops else None
         yield
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        services.notifier.close(loop)
 
     app = FastAPI(
         lifespan=lifespan,
@@ -109,9 +112,11 @@ def create_app(services: Services, *, run_loops: bool = True) -> FastAPI:
     metrics.registry.register(HostMetricsCollector(services))
     app.state.metrics = metrics
     errors.install(app)
-    for router in ROUTERS:
-        app.include_router(router)
+    # FastAPI tries routes in order, each a regular expression: the agents' (a thousand hosts
+    # beat, poll and report) and the servers' come first, and skip trying the other hundred.
     app.include_router(agentface.router)
+    for router in sorted(ROUTERS, key=lambda r: r.prefix != "/v1/servers"):
+        app.include_router(router)
 
     @app.get("/healthz", response_class=PlainTextResponse, tags=["health"])
     def healthz() -> str:

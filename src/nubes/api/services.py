@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from nubes.compute.flavors import FlavorService
 from nubes.compute.instances import InstanceService
 from nubes.compute.keypairs import KeypairService
-from nubes.compute.notify import Notifier
+from nubes.compute.notify import Notifier, Peers
 from nubes.compute.server_groups import ServerGroupService
 from nubes.config import Settings
 from nubes.hosts.aggregates import AggregateService
@@ -72,10 +72,13 @@ class Services:
     loops: dict[str, float] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, settings: Settings, db: Database | None = None) -> Services:
+    def build(
+        cls, settings: Settings, db: Database | None = None, peers: Peers | None = None
+    ) -> Services:
+        """``peers``: the other worker processes of this controller, told of every change."""
         db = db or Database(settings.effective_database_url)
         core = IdentityCore.build(db, settings)
-        notifier = Notifier()
+        notifier = Notifier(peers)
         server_groups = ServerGroupService(core)
         # a change to anything a host's networking is made of wakes the agents' long polls
         db.watch(NETWORK_TABLES, notifier.changed_all)
