@@ -334,6 +334,28 @@ def test_due_heartbeats_are_queued_and_written_together(cloud, tmp_path, monkeyp
         a.reconciler.close()
 
 
+def test_a_host_another_worker_put_in_error_comes_back_with_its_next_beat(
+    cloud, tmp_path, monkeypatch
+):
+    """Several workers: one may mark a host lost while another still takes its beats in
+    memory. The flush finds the row no longer monitored and drops the cached copy, so the next
+    beat is written and the host is monitored again (not stuck in error while it beats)."""
+    from nubes.hosts import service as hosts_service
+
+    a = join_agent(cloud, tmp_path, name="late")
+    a.client.heartbeat({"LOAD1": 1.0})
+    monkeypatch.setattr(hosts_service, "WRITE_EVERY", 0.0)
+    a.client.heartbeat({"LOAD1": 2.0})  # queued in memory
+    with cloud.services.db.transaction() as session:  # what the other worker's monitor did
+        session.execute(update(Host).values(state="error"))
+    assert cloud.services.hosts.flush_heartbeats() == 1
+    a.client.heartbeat({"LOAD1": 3.0})
+    with cloud.services.db.read() as session:
+        row = session.scalars(select(Host)).one()
+        assert (row.state, row.metrics) == ("monitored", {"LOAD1": 3.0})
+    a.reconciler.close()
+
+
 def test_an_instances_port_is_active_while_it_runs(cloud, agent, image):
     s = server(cloud, cloud.admin)
 

@@ -340,7 +340,18 @@ class HostService:
             for hid, (seen, metrics, errors) in pending.items()
         ]
         with self.core.db.transaction() as session:
-            session.connection().execute(statement, rows)
+            written = session.connection().execute(statement, rows).rowcount
+            behind: set[str] = set()
+            if written != len(rows):
+                # another worker or controller moved some (to error: their beats came to us
+                # late); forget our copies, so the next beat writes and brings them back
+                behind = set(
+                    session.scalars(
+                        select(Host.id).where(Host.id.in_(pending), Host.state != "monitored")
+                    )
+                )
+        if behind:
+            self._forget(behind)
         return len(rows)
 
     @staticmethod
