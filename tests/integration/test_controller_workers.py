@@ -75,7 +75,9 @@ def test_a_create_through_any_worker_wakes_the_long_poll_on_any_other(procs):
             seen = poller.get("/v1/agent/desired", headers=host).json()["version"]
             answer: dict[str, object] = {}
 
-            def poll(poller: httpx.Client = poller, seen: int = seen) -> None:
+            def poll(
+                poller: httpx.Client = poller, seen: int = seen, answer: dict[str, object] = answer
+            ) -> None:
                 started = time.monotonic()
                 url = f"/v1/agent/desired?seen={seen}&wait=10"
                 answer.update(poller.get(url, headers=host).json())
