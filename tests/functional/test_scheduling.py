@@ -290,6 +290,32 @@ def test_a_stale_snapshot_loses_its_claim_and_replans(cloud, image, monkeypatch)
     assert late["reason"].startswith("0 of 1 hosts fit: 1 not enough RAM")
 
 
+def test_a_claim_rolled_back_after_reaching_the_snapshot_does_not_block_its_host(
+    cloud, image, monkeypatch
+):
+    """A claim applied to the snapshot whose transaction then rolled back leaves a generation
+    the database never had, on a row whose updated_at did not move: a refresh by updated_at
+    cannot see it, so a lost claim re-reads its hosts by id (else: 8 conflicts, an error)."""
+    from dataclasses import replace
+    from datetime import UTC, datetime
+
+    from sqlalchemy import update
+
+    join(cloud, "only", vcpus=64, ram_mb=8192)
+    admin = cloud.admin
+    assert where(cloud, create(cloud, admin)) == ["only"]
+    snapshots = cloud.services.instances.snapshots
+    with cloud.services.db.transaction() as session:  # its last change is long ago
+        session.execute(update(Host).values(updated_at=datetime(2001, 1, 1, tzinfo=UTC)))
+    with cloud.services.db.read() as session:
+        view = snapshots.current(session).host(str(session.scalar(select(Host.id))))
+    assert view is not None
+    snapshots.claimed([replace(view, generation=view.generation + 1)])  # the phantom
+    [second] = create(cloud, admin, name="second")
+    assert second["state"] != "error", second.get("reason")
+    assert where(cloud, [second]) == ["only"]
+
+
 def test_a_project_that_still_owns_things_is_refused_not_a_500(cloud, image):
     join(cloud, "h1")
     admin = cloud.admin

@@ -11,21 +11,22 @@ reason, so nothing stays in a transitional state forever (a dead agent or contro
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+import uuid
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Connection, bindparam, insert, inspect, or_, select
 from sqlalchemy.orm import Session
 
 from nubes.compute.flavors import find_flavor
 from nubes.compute.metadata import hostname_of
 from nubes.compute.notify import Notifier
-from nubes.compute.placement import HostSnapshots, claim, release, scheduler_config
+from nubes.compute.placement import HostChange, HostSnapshots, claim, release, scheduler_config
 from nubes.compute.server_groups import ServerGroupService, find_group, group_view, remove_member
 from nubes.domain.context import RequestContext
-from nubes.domain.errors import Conflict, InvalidInput, NotFound
+from nubes.domain.errors import Conflict, GenerationConflict, InvalidInput, NotFound
 from nubes.domain.states import INSTANCE
 from nubes.hosts.aggregates import zone_names
 from nubes.identity import policy, quotas
@@ -47,8 +48,9 @@ from nubes.scheduler import (
 )
 from nubes.scheduler.expr import Expression
 from nubes.store import events
+from nubes.store.cas import update_if
 from nubes.store.models import ConsoleLog, Host, Image, Instance, Keypair, ServerGroup, utcnow
-from nubes.store.query import paginate
+from nubes.store.query import paginate, table_of
 
 log = logging.getLogger("nubes.compute")
 
@@ -68,6 +70,65 @@ MAX_USER_DATA = 65536
 FLAVOR_REQUIREMENTS = "sched:requirements"
 FLAVOR_RANK = "sched:rank"
 MAX_CONSOLE = 65536
+
+
+_COLUMNS = frozenset(inspect(Instance).column_attrs.keys())
+_INSERT = insert(table_of(Instance)).values(
+    {column: bindparam(key) for key, column in inspect(Instance).columns.items()}
+)
+#: an instance's columns by id, read as plain Core (made into a detached row, see _detached)
+_BY_ID = select(*(column.label(key) for key, column in inspect(Instance).columns.items())).where(
+    table_of(Instance).c.id == bindparam("instance_id")
+)
+_LIVE = select(Instance).where(Instance.state != "deleted")
+#: _find's lookups, built once: (by id, by name) for a cloud admin, and within a project
+_FIND_ANY = (
+    _LIVE.where(Instance.id == bindparam("ref")),
+    _LIVE.where(Instance.name == bindparam("ref")).limit(2),
+)
+_FIND_OWN = tuple(stmt.where(Instance.project_id == bindparam("project_id")) for stmt in _FIND_ANY)
+_ON_HOST = (
+    select(Instance)
+    .where(Instance.host_id == bindparam("host_id"), Instance.state != "deleted")
+    .order_by(Instance.created_at)
+)
+#: what the agents' desired state needs of each instance's image
+_IMAGE_FILES = ("disk_format", "disk_checksum", "disk_size", "rootfs_checksum", "rootfs_size")
+#: the host's instances with their images' files, as plain columns (no ORM loading)
+_ON_HOST_WITH_IMAGES = (
+    select(
+        *(getattr(Instance, key).label(key) for key in sorted(_COLUMNS)),
+        Image.id.label("image_found"),
+        *(getattr(Image, key).label(f"image_{key}") for key in _IMAGE_FILES),
+    )
+    .outerjoin(Image, Image.id == Instance.image_id)
+    .where(Instance.host_id == bindparam("host_id"), Instance.state != "deleted")
+    .order_by(Instance.created_at)
+)
+
+
+@dataclass(frozen=True)
+class ImageFiles:
+    """An image as the agents' desired state names it: its files, their format and sums."""
+
+    id: str
+    disk_format: str
+    disk_checksum: str | None
+    disk_size: int
+    rootfs_checksum: str | None
+    rootfs_size: int
+
+
+#: an image by id, else the newest of that name, in one query (visible ones, or any)
+_IMAGE_ANY = (
+    select(Image)
+    .where(or_(Image.id == bindparam("ref"), Image.name == bindparam("ref")))
+    .order_by((Image.id == bindparam("ref")).desc(), Image.created_at.desc())
+    .limit(1)
+)
+_IMAGE_VISIBLE = _IMAGE_ANY.where(
+    or_(Image.visibility == "public", Image.project_id == bindparam("project_id"))
+)
 
 
 def _not_found(ref: str) -> NotFound:
@@ -98,12 +159,11 @@ class InstanceService:
     # queries ------------------------------------------------------------------------------
 
     def _find(self, session: Session, ctx: RequestContext, ref: str) -> Instance:
-        scope = select(Instance).where(Instance.state != "deleted")
-        if not ctx.is_cloud_admin:
-            scope = scope.where(Instance.project_id == ctx.project_id)
-        row = session.scalar(scope.where(Instance.id == ref))
+        by_id, by_name = _FIND_ANY if ctx.is_cloud_admin else _FIND_OWN
+        params = {"ref": ref, "project_id": ctx.project_id}
+        row = session.scalar(by_id, params)
         if row is None:
-            matches = list(session.scalars(scope.where(Instance.name == ref).limit(2)))
+            matches = list(session.scalars(by_name, params))
             if len(matches) > 1:
                 raise Conflict(
                     f"several instances are named {ref!r}; use the id",
@@ -246,9 +306,15 @@ class InstanceService:
                 group=_group_view(session, group_row),
             )
             nics = _nics(session, ctx, networks)
+            # Ports and group members refer to the row: then it goes in at once, through the
+            # session. Else it goes in once placed, with one plain INSERT (no UPDATE of what
+            # placement decided, no unit of work).
+            insert_now = bool(nics) or group_row is not None
+            now = utcnow()
             rows: list[Instance] = []
             for index in range(count):
                 row = Instance(
+                    id=str(uuid.uuid4()),
                     name=name if count == 1 else f"{name}-{index + 1}",
                     project_id=ctx.project_id,
                     user_id=ctx.user_id,
@@ -269,9 +335,21 @@ class InstanceService:
                     task="create",
                     task_deadline=utcnow()
                     + timedelta(seconds=settings.instance_boot_timeout_seconds),
+                    # the column defaults, which the INSERT would only fill in at flush
+                    state="pending",
+                    desired_power="running",
+                    observed_power="absent",
+                    reason="",
+                    console={},
+                    host_id=None,
+                    launched_at=None,
+                    generation=1,
+                    created_at=now,
+                    updated_at=now,
                 )
-                session.add(row)
-                session.flush()
+                if insert_now:
+                    session.add(row)
+                    session.flush()
                 events.record(
                     session,
                     ctx,
@@ -306,6 +384,8 @@ class InstanceService:
                         )
                     self._move(session, row, "scheduled", payload={"host": placement.host_name})
                     placed_hosts.add(placement.host_id)
+            if not insert_now:
+                session.execute(_INSERT, [_columns(row) for row in rows])
         self.notifier.changed(placed_hosts)
         return rows
 
@@ -339,18 +419,23 @@ class InstanceService:
 
     def delete(self, ctx: RequestContext, ref: str) -> Instance:
         """Allowed in any state, even with another action in flight (delete wins)."""
+        released: list[HostChange] = []
         with self.core.db.transaction() as session:
             row = self._find(session, ctx, ref)
             policy.enforce(ctx, "compute:instance:delete", project_id=row.project_id)
             if row.state == "deleting":
                 return row
+            before = _columns(row)
             row.desired_power, row.task = "deleted", "delete"
             row.task_deadline = utcnow() + timedelta(
                 seconds=self.core.settings.instance_action_timeout_seconds
             )
-            self._move(session, row, "deleting")
-            if row.host_id is None:
-                self._finish_delete(session, row)
+            with session.no_autoflush:
+                self._move(session, row, "deleting")
+                if row.host_id is None:
+                    self._finish_delete(session, row, released)
+                _save(session, row, before)
+        self.snapshots.applied(released)
         self.notifier.changed({row.host_id} if row.host_id else set())
         return row
 
@@ -358,51 +443,81 @@ class InstanceService:
 
     def desired_for_host(self, host_id: str) -> list[Instance]:
         with self.core.db.read() as session:
-            return list(
-                session.scalars(
-                    select(Instance)
-                    .where(Instance.host_id == host_id, Instance.state != "deleted")
-                    .order_by(Instance.created_at)
+            return list(session.scalars(_ON_HOST, {"host_id": host_id}))
+
+    @staticmethod
+    def desired_with_images(
+        connection: Connection, host_id: str
+    ) -> list[tuple[Instance, ImageFiles]]:
+        """The host's instances as :meth:`desired_for_host` has them (detached rows), each
+        with its image's files, in one query on the caller's connection: every agent reads
+        this often, and an ORM session and its loading cost more than the query."""
+        found = []
+        for data in connection.execute(_ON_HOST_WITH_IMAGES, {"host_id": host_id}).mappings():
+            row = _detached(data)
+            if data["image_found"] is None:  # an image in use cannot be deleted
+                raise NotFound(
+                    f"instance {row.id}: no image {row.image_id}", code="nubes.image.not_found"
                 )
-            )
+            files = {key: data[f"image_{key}"] for key in _IMAGE_FILES}
+            found.append((row, ImageFiles(id=row.image_id, **files)))
+        return found
 
     def report(self, host: Host, instance_id: str, report: Report) -> Instance | None:
         """Apply what an agent saw. Returns None when the instance is not (or no longer) this
         host's, which tells the agent to remove it."""
+        released: list[HostChange] = []
+        row = self._apply_report(host, instance_id, report, released)
+        # only now committed: the snapshot may take what the delete gave back
+        self.snapshots.applied(released)
+        return row
+
+    def _apply_report(
+        self, host: Host, instance_id: str, report: Report, released: list[HostChange]
+    ) -> Instance | None:
         with self.core.db.transaction() as session:
-            row = session.get(Instance, instance_id)
-            if row is None or row.host_id != host.id or row.state == "deleted":
+            data = session.execute(_BY_ID, {"instance_id": instance_id}).mappings().first()
+            if data is None or data["host_id"] != host.id or data["state"] == "deleted":
                 return None
-            row.observed_power = report.power
-            if report.console is not None:
-                row.console = report.console
-            if report.console_log is not None:
-                self._store_console(session, row.id, report.console_log)
-            if report.error:
-                self._fail(session, row, report.error)
-                return row
-            if row.desired_power == "deleted":
-                if report.power == "absent":
-                    self._finish_delete(session, row)
-                return row
-            if row.state == "error":
-                return row
-            if row.desired_power == "running":
-                if report.power == "running":
-                    if row.task in ("reboot", "reboot_hard") and report.completed_task != row.task:
-                        return row
-                    self._advance(session, row, "running")
-                    if row.launched_at is None:
-                        row.launched_at = utcnow()
-                    row.task = row.task_deadline = None
-                    set_instance_ports_status(session, row.id, "ACTIVE")
-                elif report.phase in ("building", "booting"):
-                    self._advance(session, row, report.phase)
-            elif row.desired_power == "stopped" and report.power == "stopped":
-                self._advance(session, row, "stopped")
-                row.task = row.task_deadline = None
-                set_instance_ports_status(session, row.id, "DOWN")
+            # a detached row: its changes go in one UPDATE at the end, not through the unit
+            # of work (none of the statements below reads the instance row)
+            row = _detached(data)
+            self._observed(session, row, report, released)
+            _save(session, row, data)
             return row
+
+    def _observed(
+        self, session: Session, row: Instance, report: Report, released: list[HostChange]
+    ) -> None:
+        row.observed_power = report.power
+        if report.console is not None:
+            row.console = report.console
+        if report.console_log is not None:
+            self._store_console(session, row.id, report.console_log)
+        if report.error:
+            self._fail(session, row, report.error)
+            return
+        if row.desired_power == "deleted":
+            if report.power == "absent":
+                self._finish_delete(session, row, released)
+            return
+        if row.state == "error":
+            return
+        if row.desired_power == "running":
+            if report.power == "running":
+                if row.task in ("reboot", "reboot_hard") and report.completed_task != row.task:
+                    return
+                self._advance(session, row, "running")
+                if row.launched_at is None:
+                    row.launched_at = utcnow()
+                row.task = row.task_deadline = None
+                set_instance_ports_status(session, row.id, "ACTIVE")
+            elif report.phase in ("building", "booting"):
+                self._advance(session, row, report.phase)
+        elif row.desired_power == "stopped" and report.power == "stopped":
+            self._advance(session, row, "stopped")
+            row.task = row.task_deadline = None
+            set_instance_ports_status(session, row.id, "DOWN")
 
     def expire_tasks(self) -> list[str]:
         """Send instances whose task is overdue to ``error``; returns their ids."""
@@ -474,14 +589,18 @@ class InstanceService:
         if row.state != "error" and INSTANCE.can(row.state, "error"):
             self._move(session, row, "error", payload={"reason": reason})
 
-    def _finish_delete(self, session: Session, row: Instance) -> None:
+    def _finish_delete(self, session: Session, row: Instance, released: list[HostChange]) -> None:
+        """``released`` gets what the host's resources became, for the snapshot once the
+        transaction has committed."""
         quotas.release(
             session,
             row.project_id,
             {"instances": 1, "cores": row.vcpus, "ram": row.ram_mb},
         )
         if row.host_id is not None:
-            release(session, row.host_id, row.vcpus, row.ram_mb, row.disk_gb)
+            change = release(session, row.host_id, row.vcpus, row.ram_mb, row.disk_gb)
+            if change is not None:
+                released.append(change)
         remove_member(session, row.id)
         release_instance_ports(session, row.id, settings=self.core.settings)
         row.task = row.task_deadline = None
@@ -496,15 +615,37 @@ class InstanceService:
             existing.text = text
 
 
-def _find_image(session: Session, ctx: RequestContext, ref: str) -> Image:
-    from sqlalchemy import or_
+def _columns(row: Instance) -> dict[str, Any]:
+    return {key: getattr(row, key) for key in _COLUMNS}
 
-    stmt = select(Image)
-    if not ctx.is_cloud_admin:
-        stmt = stmt.where(or_(Image.visibility == "public", Image.project_id == ctx.project_id))
-    row = session.scalar(stmt.where(Image.id == ref)) or session.scalar(
-        stmt.where(Image.name == ref).order_by(Image.created_at.desc())
-    )
+
+def _detached(data: Mapping[Any, Any]) -> Instance:
+    """An instance row from its columns, outside any session: read and written with plain
+    statements on the hot paths (agents' desired state and reports), where the ORM's loading
+    and unit of work cost several times the statements."""
+    return Instance(**{key: data[key] for key in _COLUMNS})
+
+
+def _save(session: Session, row: Instance, before: Mapping[Any, Any]) -> None:
+    """Write the columns of ``row`` that differ from ``before`` (as read) with one UPDATE,
+    guarded by the state it was read in (a concurrent change makes this a 409, and the
+    transaction, events included, rolls back). A row of the session leaves it, so the commit
+    does not write it again."""
+    values = {key: getattr(row, key) for key in _COLUMNS if getattr(row, key) != before[key]}
+    if row in session:
+        session.expunge(row)
+    if not values:
+        return
+    row.updated_at = values["updated_at"] = utcnow()
+    if not update_if(session, Instance, row.id, {"state": before["state"]}, values):
+        raise GenerationConflict(
+            f"instance {row.id} changed while this request handled it; try again"
+        )
+
+
+def _find_image(session: Session, ctx: RequestContext, ref: str) -> Image:
+    stmt = _IMAGE_ANY if ctx.is_cloud_admin else _IMAGE_VISIBLE
+    row = session.scalar(stmt, {"ref": ref, "project_id": ctx.project_id})
     if row is None:
         raise NotFound(f"no image {ref!r}", code="nubes.image.not_found")
     if row.status != "active":

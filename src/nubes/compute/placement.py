@@ -7,7 +7,9 @@ claim loses a race; claims made here are applied to it directly. A plan is commi
 compare-and-swap on each chosen host's generation (Placement's trick): a claim computed from
 a stale snapshot (another controller's claim, a host disabled or moved to another zone — all
 bump the generation) fails, the snapshot is refreshed and the rest of the batch replanned. So
-a host is never overbooked, and the common case costs no host read at all.
+a host is never overbooked, and the common case costs no host read at all. So does a
+release: it returns what it wrote (:class:`HostChange`), which the caller applies to the
+snapshot once committed, so the next claim on that host does not lose its compare-and-swap.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, case, func, select, update
 from sqlalchemy.orm import Session
 
 from nubes.config import Settings
@@ -28,7 +30,8 @@ from nubes.domain.errors import GenerationConflict
 from nubes.hosts.aggregates import HostSchedulingSettings, effective_settings
 from nubes.scheduler import Config, HostView, NoFit, Placement, Request, Snapshot, schedule
 from nubes.store.cas import compare_and_swap
-from nubes.store.models import Host
+from nubes.store.models import Host, utcnow
+from nubes.store.query import table_of
 
 MAX_ATTEMPTS = 8
 #: Rows changed this long before the newest change already seen are read again: a transaction
@@ -111,10 +114,20 @@ class HostSnapshots:
         self._newest: datetime | None = None  # the newest updated_at read so far
         self._read_at = 0.0  # monotonic time of the last refresh
 
-    def current(self, session: Session, *, fresh: bool = False) -> Snapshot:
-        """The snapshot, refreshed first when older than ``refresh_seconds`` or ``fresh``."""
+    def current(
+        self, session: Session, *, fresh: bool = False, reread: Iterable[str] = ()
+    ) -> Snapshot:
+        """The snapshot, refreshed first when older than ``refresh_seconds`` or ``fresh``;
+        the hosts in ``reread`` are read again by id whatever their ``updated_at`` says."""
         if fresh or time.monotonic() - self._read_at >= self.settings.scheduler.refresh_seconds:
             self.refresh(session)
+        ids = sorted(set(reread))
+        if ids:
+            rows = session.execute(select(*_HOST_COLUMNS).where(Host.id.in_(ids))).all()
+            scheduling = effective_settings(session, self.settings, ids)
+            views = [_view(row, scheduling[row.id]) for row in rows if row.id in scheduling]
+            with self._lock:
+                self._snapshot = self._snapshot.updated(views, ())
         return self._snapshot
 
     def refresh(self, session: Session) -> Snapshot:
@@ -151,10 +164,44 @@ class HostSnapshots:
         with self._lock:
             self._snapshot = self._snapshot.updated(views, ())
 
+    def applied(self, changes: Iterable[HostChange]) -> None:
+        """Bring committed writes of this process into the snapshot, each only onto the very
+        version it was made from (otherwise the snapshot misses some other change too, and
+        the next claim's compare-and-swap fails and refreshes it, as it would have)."""
+        with self._lock:
+            views = []
+            for change in changes:
+                view = self._snapshot.host(change.host_id)
+                if view is not None and view.generation == change.generation - 1:
+                    views.append(
+                        replace(
+                            view,
+                            allocated_vcpus=change.allocated_vcpus,
+                            allocated_ram_mb=change.allocated_ram_mb,
+                            allocated_disk_gb=change.allocated_disk_gb,
+                            instances=change.instance_count,
+                            generation=change.generation,
+                        )
+                    )
+            if views:
+                self._snapshot = self._snapshot.updated(views, ())
+
     def forget(self) -> None:
         """Drop everything: the next use reads every host (after a rollback, say)."""
         with self._lock:
             self._snapshot, self._newest, self._read_at = Snapshot.build(()), None, 0.0
+
+
+@dataclass(frozen=True)
+class HostChange:
+    """A host's allocations as one write of this process left them, at ``generation``."""
+
+    host_id: str
+    generation: int
+    allocated_vcpus: int
+    allocated_ram_mb: int
+    allocated_disk_gb: int
+    instance_count: int
 
 
 @dataclass(frozen=True)
@@ -170,15 +217,22 @@ def claim(session: Session, snapshots: HostSnapshots, request: Request, config: 
     the cloud cannot take come back as None, with the explanation."""
     placed: list[Placement] = []
     fresh = False
+    lost: set[str] = set()
     for _ in range(MAX_ATTEMPTS):
-        snapshot = snapshots.current(session, fresh=fresh)
+        snapshot = snapshots.current(session, fresh=fresh, reread=lost)
         remaining = request.count - len(placed)
         plan = schedule(snapshot, _with_placed(request, remaining, placed), config)
         try:
             views = _commit(session, snapshot, plan.placements, request)
         except GenerationConflict:
+            # Read the hosts of the lost plan by id: a snapshot can hold a generation that
+            # updated_at will not reveal (a claim of this process applied, then rolled back
+            # with its transaction); the write lock (SQLite) or the CAS makes the next try
+            # see them as they are.
             fresh = True
+            lost = {p.host_id for p in plan.placements}
             continue
+        lost = set()
         snapshots.claimed(views)
         placed += plan.placements
         if len(placed) == request.count or (plan.unplaced is not None and fresh):
@@ -204,59 +258,73 @@ def _commit(
     once. Raises GenerationConflict when a host changed since the snapshot was taken (the
     savepoint undoes this attempt's earlier claims)."""
     per_host = Counter(p.host_id for p in placements)
-    views = []
+    if len(per_host) == 1:
+        # a lone compare-and-swap that fails has written nothing: no savepoint to undo it
+        return _claim_hosts(session, snapshot, per_host, request)
     with session.begin_nested():
-        for host_id, n in sorted(per_host.items()):
-            host = snapshot.host(host_id)
-            assert host is not None
-            changes = {
-                "allocated_vcpus": host.allocated_vcpus + n * request.vcpus,
-                "allocated_ram_mb": host.allocated_ram_mb + n * request.ram_mb,
-                "allocated_disk_gb": host.allocated_disk_gb + n * request.disk_gb,
-                "instance_count": host.instances + n,
-            }
-            generation = compare_and_swap(session, Host, host_id, host.generation, changes)
-            views.append(
-                replace(
-                    host,
-                    allocated_vcpus=changes["allocated_vcpus"],
-                    allocated_ram_mb=changes["allocated_ram_mb"],
-                    allocated_disk_gb=changes["allocated_disk_gb"],
-                    instances=changes["instance_count"],
-                    generation=generation,
-                )
+        return _claim_hosts(session, snapshot, per_host, request)
+
+
+def _claim_hosts(
+    session: Session, snapshot: Snapshot, per_host: Counter[str], request: Request
+) -> list[HostView]:
+    views = []
+    for host_id, n in sorted(per_host.items()):
+        host = snapshot.host(host_id)
+        assert host is not None
+        changes = {
+            "allocated_vcpus": host.allocated_vcpus + n * request.vcpus,
+            "allocated_ram_mb": host.allocated_ram_mb + n * request.ram_mb,
+            "allocated_disk_gb": host.allocated_disk_gb + n * request.disk_gb,
+            "instance_count": host.instances + n,
+        }
+        generation = compare_and_swap(session, Host, host_id, host.generation, changes)
+        views.append(
+            replace(
+                host,
+                allocated_vcpus=changes["allocated_vcpus"],
+                allocated_ram_mb=changes["allocated_ram_mb"],
+                allocated_disk_gb=changes["allocated_disk_gb"],
+                instances=changes["instance_count"],
+                generation=generation,
             )
+        )
     return views
 
 
-def release(session: Session, host_id: str, vcpus: int, ram_mb: int, disk_gb: int) -> None:
-    """Give one instance's resources back to its host (never below zero)."""
-    for _ in range(MAX_ATTEMPTS * 2):
-        host = session.execute(
-            select(
-                Host.generation,
-                Host.allocated_vcpus,
-                Host.allocated_ram_mb,
-                Host.allocated_disk_gb,
-                Host.instance_count,
-            ).where(Host.id == host_id)
-        ).first()
-        if host is None:
-            return
-        try:
-            compare_and_swap(
-                session,
-                Host,
-                host_id,
-                host.generation,
-                {
-                    "allocated_vcpus": max(0, host.allocated_vcpus - vcpus),
-                    "allocated_ram_mb": max(0, host.allocated_ram_mb - ram_mb),
-                    "allocated_disk_gb": max(0, host.allocated_disk_gb - disk_gb),
-                    "instance_count": max(0, host.instance_count - 1),
-                },
-            )
-            return
-        except GenerationConflict:
-            continue
-    raise GenerationConflict(f"host {host_id} kept changing while releasing resources")
+def _give_back(column: Any, amount: Any) -> Any:
+    return case((column > amount, column - amount), else_=0)
+
+
+_HOSTS = table_of(Host).c
+_RELEASE = (
+    update(table_of(Host))
+    .where(_HOSTS.id == bindparam("b_host_id"))
+    .values(
+        allocated_vcpus=_give_back(_HOSTS.allocated_vcpus, bindparam("b_vcpus")),
+        allocated_ram_mb=_give_back(_HOSTS.allocated_ram_mb, bindparam("b_ram_mb")),
+        allocated_disk_gb=_give_back(_HOSTS.allocated_disk_gb, bindparam("b_disk_gb")),
+        instance_count=_give_back(_HOSTS.instance_count, 1),
+        generation=_HOSTS.generation + 1,
+        updated_at=bindparam("b_now"),
+    )
+    .returning(
+        _HOSTS.generation,
+        _HOSTS.allocated_vcpus,
+        _HOSTS.allocated_ram_mb,
+        _HOSTS.allocated_disk_gb,
+        _HOSTS.instance_count,
+    )
+)
+
+
+def release(
+    session: Session, host_id: str, vcpus: int, ram_mb: int, disk_gb: int
+) -> HostChange | None:
+    """Give one instance's resources back to its host (never below zero), in one statement
+    that bumps the generation as a compare-and-swap would; None when the host is gone."""
+    params = {"b_host_id": host_id, "b_vcpus": vcpus, "b_ram_mb": ram_mb, "b_disk_gb": disk_gb}
+    row = session.execute(_RELEASE, {**params, "b_now": utcnow()}).first()
+    if row is None:
+        return None
+    return HostChange(host_id, *row)

@@ -3,7 +3,9 @@ computed from the records in a fixed number of queries whatever the number of po
 ports bound to the host (its instances' NICs, its DHCP ports, the ports of the routers placed on
 it), their networks and subnets, their security-group rules with remote groups resolved to
 member addresses, the other hosts to flood each vxlan network to, and the routers with their
-interfaces, gateway and floating IPs.
+interfaces, gateway and floating IPs. A host with no port and no router (instances without
+NICs) costs one query, and :func:`networked` tells it, with its instances' NICs, in one query
+on a plain connection.
 """
 
 from __future__ import annotations
@@ -12,12 +14,12 @@ import ipaddress
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 
-from sqlalchemy import select, update
+from sqlalchemy import Connection, bindparam, exists, or_, select, update
 from sqlalchemy.orm import Session
 
 from nubes.domain import netdesired
 from nubes.network import ipam
-from nubes.network.common import FLOATING_IP, ROUTER_GATEWAY, ROUTER_INTERFACE
+from nubes.network.common import COMPUTE, FLOATING_IP, ROUTER_GATEWAY, ROUTER_INTERFACE
 from nubes.network.instance_ports import desired_subnet
 from nubes.store.models import (
     FloatingIp,
@@ -30,11 +32,37 @@ from nubes.store.models import (
     SecurityGroupRule,
     Subnet,
 )
+from nubes.store.query import table_of
 
 Addresses = dict[str, list[tuple[str, str]]]
 
+_PORTS = table_of(Port).c
+_HOST_PORT = (_PORTS.host_id == bindparam("host_id")) & (_PORTS.device_owner != FLOATING_IP)
+_HOST_ROUTER = table_of(Router).c.host_id == bindparam("host_id")
+_HAS_ANY = select(or_(exists().where(_HOST_PORT), exists().where(_HOST_ROUTER)))
+_INSTANCE_PORT = _PORTS.device_id.in_(bindparam("instance_ids", expanding=True)) & (
+    _PORTS.device_owner == COMPUTE
+)
+_NETWORKED = select(
+    or_(
+        exists().where(_HOST_PORT),
+        exists().where(_HOST_ROUTER),
+        exists().where(_INSTANCE_PORT),
+    )
+)
+
+
+def networked(connection: Connection, host_id: str, instance_ids: Sequence[str]) -> bool:
+    """Whether the host has any networking (a port or a router) or one of ``instance_ids``
+    any NIC: when not, its :func:`host_networks` is empty and the instances have no NICs,
+    and the agents' desired state needs no more of the network tables."""
+    params = {"host_id": host_id, "instance_ids": list(instance_ids)}
+    return bool(connection.scalar(_NETWORKED, params))
+
 
 def host_networks(session: Session, host_id: str, metadata_url: str) -> netdesired.HostNetworks:
+    if not session.scalar(_HAS_ANY, {"host_id": host_id}):
+        return netdesired.HostNetworks(metadata_url=metadata_url)
     ports = list(
         session.scalars(
             select(Port)

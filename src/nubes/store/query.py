@@ -1,10 +1,11 @@
-"""List helpers shared by every service: marker pagination and not-found lookups."""
+"""List helpers shared by every service: marker pagination and not-found lookups; and
+:func:`table_of`, for the hot paths' prebuilt statements."""
 
 from __future__ import annotations
 
 from typing import Any, TypeVar
 
-from sqlalchemy import Select, delete, exists, select, tuple_
+from sqlalchemy import Select, Table, delete, exists, select, tuple_
 from sqlalchemy.orm import Session
 
 from nubes.domain.errors import InvalidInput
@@ -12,6 +13,15 @@ from nubes.domain.errors import InvalidInput
 T = TypeVar("T")
 
 MAX_LIMIT = 1000
+
+
+def table_of(model: Any) -> Table:
+    """A model's table. A statement on the table rather than the entity runs through a
+    session as plain Core: still seen by ``Database.watch``, without the ORM's statement
+    handling (about half the cost of a small statement) or an autoflush. For statements that
+    read or write columns, not entities."""
+    table: Table = model.metadata.tables[model.__tablename__]
+    return table
 
 
 def paginate(

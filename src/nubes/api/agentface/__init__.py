@@ -11,6 +11,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 
 from nubes.api.deps import Svc, caller_token
 from nubes.api.native.common import Strict
@@ -20,8 +21,8 @@ from nubes.domain import netdesired
 from nubes.domain.errors import InvalidInput, NotAuthenticated, NotFound
 from nubes.images.service import file_of
 from nubes.network.common import COMPUTE
-from nubes.network.desired import host_networks
-from nubes.network.instance_ports import instance_nics
+from nubes.network.desired import host_networks, networked
+from nubes.network.instance_ports import instance_nics, instances_nics
 from nubes.store.models import Host, Instance, Port
 
 router = APIRouter(prefix="/v1/agent", tags=["agent"])
@@ -203,15 +204,22 @@ def _config_drive(row: Instance, nics: list[dict[str, Any]]) -> dict[str, str] |
 
 def _desired(svc: Any, host: Host, metadata_url: str) -> Desired:
     """Read the host's instances and networks (the version is read first by the caller, so a
-    change racing this read moves the version past what the agent is told)."""
-    rows: list[Instance] = svc.instances.desired_for_host(host.id)
-    images = svc.images.get_many({row.image_id for row in rows})
-    with svc.db.read() as session:
-        networks = netdesired.to_json(host_networks(session, host.id, metadata_url))
-        nics = {row.id: [nic_data(n) for n in instance_nics(session, row.id)] for row in rows}
+    change racing this read moves the version past what the agent is told). Every agent asks
+    often: its instances and whether it has any networking come from a plain connection in
+    two queries; an ORM session reads the networks and NICs only when there are some."""
+    with svc.db.connection() as connection:
+        rows = svc.instances.desired_with_images(connection, host.id)
+        ids = [row.id for row, _ in rows]
+        wired = networked(connection, host.id, ids)
+    nics: dict[str, list[dict[str, Any]]] = {instance_id: [] for instance_id in ids}
+    networks = netdesired.to_json(netdesired.HostNetworks(metadata_url=metadata_url))
+    if wired:
+        with svc.db.read() as session:
+            networks = netdesired.to_json(host_networks(session, host.id, metadata_url))
+            for instance_id, found in instances_nics(session, ids).items():
+                nics[instance_id] = [nic_data(n) for n in found]
     out = []
-    for row in rows:
-        image = images[row.image_id]
+    for row, image in rows:
         disk = row.image_kind == "disk"
         out.append(
             DesiredInstance(
@@ -266,8 +274,12 @@ async def desired(
 
 
 @router.post("/instances/{instance_id}/report", response_model=ReportOut)
-def report(instance_id: str, body: ReportIn, host: AgentHost, svc: Svc) -> ReportOut:
-    row = svc.instances.report(host, instance_id, Report(**body.model_dump()))
+async def report(instance_id: str, body: ReportIn, host: AgentHost, svc: Svc) -> ReportOut:
+    """Applied in a worker thread of the pool plain ``def`` routes use; ``async`` spares the
+    second hop FastAPI makes to validate a plain route's answer (every boot and delete
+    reports at least twice)."""
+    seen = Report(**body.model_dump())
+    row = await run_in_threadpool(svc.instances.report, host, instance_id, seen)
     return ReportOut(known=row is not None)
 
 

@@ -1,5 +1,9 @@
 """/v1/servers: instances (VMs and containers). Long actions answer 202 with the instance in
-its transitional state; poll it (or `nubes server create --wait`)."""
+its transitional state; poll it (or `nubes server create --wait`).
+
+Create and delete are ``async`` and run the service in the worker threads themselves: FastAPI
+runs a plain ``def`` route there too, but then validates its answer in a second hop to a worker
+thread, a cost on every boot and delete for nothing (rendering here is pure CPU)."""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, status
 from pydantic import BaseModel, Field, model_validator
+from starlette.concurrency import run_in_threadpool
 
 from nubes.api.deps import Ctx, Svc
 from nubes.api.native.common import Limit, Marker, Name, NameFilter, Out, Strict, next_marker
@@ -129,8 +134,9 @@ def render(row: Instance, ctx: RequestContext) -> ServerOut:
 
 
 @router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=ServerList)
-def create_servers(body: ServerCreate, ctx: Ctx, svc: Svc) -> ServerList:
-    rows = svc.instances.create(
+async def create_servers(body: ServerCreate, ctx: Ctx, svc: Svc) -> ServerList:
+    rows = await run_in_threadpool(
+        svc.instances.create,
         ctx,
         body.name,
         flavor=body.flavor,
@@ -178,8 +184,8 @@ def server_action(server: str, body: ServerAction, ctx: Ctx, svc: Svc) -> Server
 
 
 @router.delete("/{server}", status_code=status.HTTP_202_ACCEPTED, response_model=ServerOut)
-def delete_server(server: str, ctx: Ctx, svc: Svc) -> ServerOut:
-    return render(svc.instances.delete(ctx, server), ctx)
+async def delete_server(server: str, ctx: Ctx, svc: Svc) -> ServerOut:
+    return render(await run_in_threadpool(svc.instances.delete, ctx, server), ctx)
 
 
 @router.get("/{server}/console", response_model=ConsoleOut)
