@@ -11,7 +11,6 @@ reason, so nothing stays in a transitional state forever (a dead agent or contro
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -87,11 +86,6 @@ _FIND_ANY = (
     _LIVE.where(Instance.name == bindparam("ref")).limit(2),
 )
 _FIND_OWN = tuple(stmt.where(Instance.project_id == bindparam("project_id")) for stmt in _FIND_ANY)
-_ON_HOST = (
-    select(Instance)
-    .where(Instance.host_id == bindparam("host_id"), Instance.state != "deleted")
-    .order_by(Instance.created_at)
-)
 #: what the agents' desired state needs of each instance's image
 _IMAGE_FILES = ("disk_format", "disk_checksum", "disk_size", "rootfs_checksum", "rootfs_size")
 #: the host's instances with their images' files, as plain columns (no ORM loading)
@@ -314,7 +308,6 @@ class InstanceService:
             rows: list[Instance] = []
             for index in range(count):
                 row = Instance(
-                    id=str(uuid.uuid4()),
                     name=name if count == 1 else f"{name}-{index + 1}",
                     project_id=ctx.project_id,
                     user_id=ctx.user_id,
@@ -335,18 +328,10 @@ class InstanceService:
                     task="create",
                     task_deadline=utcnow()
                     + timedelta(seconds=settings.instance_boot_timeout_seconds),
-                    # the column defaults, which the INSERT would only fill in at flush
-                    state="pending",
-                    desired_power="running",
-                    observed_power="absent",
-                    reason="",
-                    console={},
-                    host_id=None,
-                    launched_at=None,
-                    generation=1,
                     created_at=now,
                     updated_at=now,
                 )
+                _fill_defaults(row)  # which an INSERT would only fill in at flush
                 if insert_now:
                     session.add(row)
                     session.flush()
@@ -441,15 +426,11 @@ class InstanceService:
 
     # the agent's side ---------------------------------------------------------------------
 
-    def desired_for_host(self, host_id: str) -> list[Instance]:
-        with self.core.db.read() as session:
-            return list(session.scalars(_ON_HOST, {"host_id": host_id}))
-
     @staticmethod
     def desired_with_images(
         connection: Connection, host_id: str
     ) -> list[tuple[Instance, ImageFiles]]:
-        """The host's instances as :meth:`desired_for_host` has them (detached rows), each
+        """The host's live instances, oldest first (detached rows), each
         with its image's files, in one query on the caller's connection: every agent reads
         this often, and an ORM session and its loading cost more than the query."""
         found = []
@@ -613,6 +594,15 @@ class InstanceService:
             session.add(ConsoleLog(instance_id=instance_id, text=text))
         else:
             existing.text = text
+
+
+def _fill_defaults(row: Instance) -> None:
+    """Give a new row the model's column defaults for what the caller did not set (read from
+    the model, so they cannot drift from it)."""
+    for key, column in inspect(Instance).columns.items():
+        arg = getattr(column.default, "arg", None)
+        if column.default is not None and key not in row.__dict__:
+            setattr(row, key, arg(None) if callable(arg) else arg)
 
 
 def _columns(row: Instance) -> dict[str, Any]:

@@ -10,9 +10,9 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, bindparam, func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from nubes.domain.context import RequestContext
@@ -25,7 +25,7 @@ from nubes.store import events
 from nubes.store.cas import compare_and_swap
 from nubes.store.counters import next_value
 from nubes.store.models import Host, HostJoinToken, Instance, new_id, utcnow
-from nubes.store.query import paginate, taken
+from nubes.store.query import paginate, table_of, taken
 
 HEARTBEAT_SECONDS = 5
 #: Missing this many heartbeats in a row puts a host in ``error``.
@@ -323,7 +323,7 @@ class HostService:
         pending, self._pending = self._pending, {}
         if not pending:
             return 0
-        table = cast(Table, Host.__table__)
+        table = table_of(Host)
         statement = (
             update(table)
             .where(table.c.id == bindparam("b_id"), table.c.state == "monitored")

@@ -165,14 +165,6 @@ class ImageService:
                 raise _not_found(image_id)
             return row
 
-    def get_many(self, image_ids: set[str]) -> dict[str, Image]:
-        """Several images in one read (the agents' desired state lists many instances)."""
-        if not image_ids:
-            return {}
-        with self.core.db.read() as session:
-            rows = session.scalars(select(Image).where(Image.id.in_(image_ids)))
-            return {row.id: row for row in rows}
-
     def delete(self, ctx: RequestContext, ref: str) -> None:
         with self.core.db.transaction() as session:
             row = self._find(session, ctx, ref)
