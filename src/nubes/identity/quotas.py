@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import Integer, bindparam, case, func, select, true, update
+from sqlalchemy import bindparam, case, func, select, true, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -41,6 +41,8 @@ def _check_resources(names: Mapping[str, int]) -> None:
 
 _LIMIT_ROWS = table_of(QuotaLimit).c
 _USAGE = table_of(QuotaUsage)
+#: amounts and limits are bound as usage is counted (64 bits: RAM in MiB adds up)
+_AMOUNT = _USAGE.c.in_use.type
 _LIMITS = select(_LIMIT_ROWS.resource, _LIMIT_ROWS.hard_limit).where(
     _LIMIT_ROWS.project_id == bindparam("b_project")
 )
@@ -91,13 +93,13 @@ def _charge_statement(dialect: str) -> Any:
             project_id=bindparam("b_project"),
             user_id=bindparam("b_owner"),
             resource=bindparam("b_resource"),
-            in_use=bindparam("b_amount", type_=Integer),
+            in_use=bindparam("b_amount", type_=_AMOUNT),
         )
         total = _USAGE.c.in_use + base.excluded.in_use
         stmt = base.on_conflict_do_update(
             index_elements=[_USAGE.c.project_id, _USAGE.c.user_id, _USAGE.c.resource],
             set_={"in_use": total},
-            where=func.coalesce(total <= bindparam("b_limit", type_=Integer), true()),
+            where=func.coalesce(total <= bindparam("b_limit", type_=_AMOUNT), true()),
         )
         # RETURNING says whether it wrote (an INSERT's rowcount is not reliable everywhere)
         stmt = stmt.returning(_USAGE.c.in_use)
@@ -109,7 +111,7 @@ def _release_statement(resources: tuple[str, ...]) -> Any:
     stmt = _RELEASES.get(resources)
     if stmt is None:
         amount = case(
-            {resource: bindparam(f"a{i}", type_=Integer) for i, resource in enumerate(resources)},
+            {resource: bindparam(f"a{i}", type_=_AMOUNT) for i, resource in enumerate(resources)},
             value=_USAGE.c.resource,
         )
         stmt = (
