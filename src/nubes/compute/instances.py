@@ -250,7 +250,7 @@ class InstanceService:
         assert ctx.user_id is not None
         settings = self.core.settings
         placed_hosts: set[str] = set()
-        with self.core.db.transaction() as session:
+        with self.core.db.transaction() as session, events.batch(session):
             size = find_flavor(session, ctx, flavor)
             img = _find_image(session, ctx, image)
             public_key = None
@@ -405,7 +405,7 @@ class InstanceService:
     def delete(self, ctx: RequestContext, ref: str) -> Instance:
         """Allowed in any state, even with another action in flight (delete wins)."""
         released: list[HostChange] = []
-        with self.core.db.transaction() as session:
+        with self.core.db.transaction() as session, events.batch(session):
             row = self._find(session, ctx, ref)
             policy.enforce(ctx, "compute:instance:delete", project_id=row.project_id)
             if row.state == "deleting":
@@ -456,7 +456,7 @@ class InstanceService:
     def _apply_report(
         self, host: Host, instance_id: str, report: Report, released: list[HostChange]
     ) -> Instance | None:
-        with self.core.db.transaction() as session:
+        with self.core.db.transaction() as session, events.batch(session):
             data = session.execute(_BY_ID, {"instance_id": instance_id}).mappings().first()
             if data is None or data["host_id"] != host.id or data["state"] == "deleted":
                 return None

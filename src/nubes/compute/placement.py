@@ -3,13 +3,15 @@
 The scheduler (:mod:`nubes.scheduler`) is a pure function over an immutable snapshot. This
 module keeps one snapshot per controller process, refreshed from the hosts changed since it
 last looked (``hosts.updated_at``) at most every ``scheduler.refresh_seconds`` and whenever a
-claim loses a race; claims made here are applied to it directly. A plan is committed with a
+claim loses a race; claims made here go into it without a read. A plan is committed with a
 compare-and-swap on each chosen host's generation (Placement's trick): a claim computed from
 a stale snapshot (another controller's claim, a host disabled or moved to another zone — all
 bump the generation) fails, the snapshot is refreshed and the rest of the batch replanned. So
 a host is never overbooked, and the common case costs no host read at all. So does a
-release: it returns what it wrote (:class:`HostChange`), which the caller applies to the
+release: it returns what it wrote (:class:`HostChange`), which the caller hands to the
 snapshot once committed, so the next claim on that host does not lose its compare-and-swap.
+Claims and releases wait in the snapshot and go into it together at its next use: rebuilding
+its columns costs more than a claim.
 """
 
 from __future__ import annotations
@@ -113,6 +115,9 @@ class HostSnapshots:
         self._snapshot = Snapshot.build(())
         self._newest: datetime | None = None  # the newest updated_at read so far
         self._read_at = 0.0  # monotonic time of the last refresh
+        #: this process's claims and releases not yet in the snapshot, in order: merged at
+        #: its next use, one rebuild of its columns for all (a rebuild costs more than a claim)
+        self._pending: list[HostChange] = []
 
     def current(
         self, session: Session, *, fresh: bool = False, reread: Iterable[str] = ()
@@ -121,6 +126,9 @@ class HostSnapshots:
         the hosts in ``reread`` are read again by id whatever their ``updated_at`` says."""
         if fresh or time.monotonic() - self._read_at >= self.settings.scheduler.refresh_seconds:
             self.refresh(session)
+        elif self._pending:
+            with self._lock:
+                self._merge()
         ids = sorted(set(reread))
         if ids:
             rows = session.execute(select(*_HOST_COLUMNS).where(Host.id.in_(ids))).all()
@@ -132,6 +140,7 @@ class HostSnapshots:
 
     def refresh(self, session: Session) -> Snapshot:
         with self._lock:
+            self._merge()
             rows: Sequence[Any] = []
             full = self._newest is None
             if not full:
@@ -160,36 +169,40 @@ class HostSnapshots:
             return self._snapshot
 
     def claimed(self, views: Iterable[HostView]) -> None:
-        """Apply claims this process committed (so the next plan sees them unread)."""
+        """Note claims this process made (so the next plan sees them unread)."""
         with self._lock:
-            self._snapshot = self._snapshot.updated(views, ())
+            self._pending.extend(HostChange.of(view) for view in views)
 
     def applied(self, changes: Iterable[HostChange]) -> None:
-        """Bring committed writes of this process into the snapshot, each only onto the very
-        version it was made from (otherwise the snapshot misses some other change too, and
-        the next claim's compare-and-swap fails and refreshes it, as it would have)."""
+        """Note committed writes of this process (releases), for the next plan."""
         with self._lock:
-            views = []
-            for change in changes:
-                view = self._snapshot.host(change.host_id)
-                if view is not None and view.generation == change.generation - 1:
-                    views.append(
-                        replace(
-                            view,
-                            allocated_vcpus=change.allocated_vcpus,
-                            allocated_ram_mb=change.allocated_ram_mb,
-                            allocated_disk_gb=change.allocated_disk_gb,
-                            instances=change.instance_count,
-                            generation=change.generation,
-                        )
-                    )
-            if views:
-                self._snapshot = self._snapshot.updated(views, ())
+            self._pending.extend(changes)
+
+    def _merge(self) -> None:
+        """Bring the pending writes into the snapshot (the lock held), each only onto the very
+        version it was made from: otherwise the snapshot misses some other change too, and a
+        claim's compare-and-swap on it fails and has the host read again, as it would have."""
+        views: dict[str, HostView] = {}
+        for change in self._pending:
+            view = views.get(change.host_id) or self._snapshot.host(change.host_id)
+            if view is not None and view.generation == change.generation - 1:
+                views[change.host_id] = replace(
+                    view,
+                    allocated_vcpus=change.allocated_vcpus,
+                    allocated_ram_mb=change.allocated_ram_mb,
+                    allocated_disk_gb=change.allocated_disk_gb,
+                    instances=change.instance_count,
+                    generation=change.generation,
+                )
+        self._pending.clear()
+        if views:
+            self._snapshot = self._snapshot.updated(views.values(), ())
 
     def forget(self) -> None:
         """Drop everything: the next use reads every host (after a rollback, say)."""
         with self._lock:
             self._snapshot, self._newest, self._read_at = Snapshot.build(()), None, 0.0
+            self._pending.clear()
 
 
 @dataclass(frozen=True)
@@ -202,6 +215,17 @@ class HostChange:
     allocated_ram_mb: int
     allocated_disk_gb: int
     instance_count: int
+
+    @classmethod
+    def of(cls, view: HostView) -> HostChange:
+        return cls(
+            view.id,
+            view.generation,
+            view.allocated_vcpus,
+            view.allocated_ram_mb,
+            view.allocated_disk_gb,
+            view.instances,
+        )
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,9 @@
 """/v1/servers: instances (VMs and containers). Long actions answer 202 with the instance in
 its transitional state; poll it (or `nubes server create --wait`).
 
-Create and delete are ``async`` and run the service in the worker threads themselves: FastAPI
-runs a plain ``def`` route there too, but then validates its answer in a second hop to a worker
-thread, a cost on every boot and delete for nothing (rendering here is pure CPU)."""
+Create and delete are ``async`` and hand the service call to a worker thread themselves:
+FastAPI runs a plain ``def`` route in one too, but then validates its answer in a second hop to
+a worker thread, a cost on every boot and delete for nothing (rendering here is pure CPU)."""
 
 from __future__ import annotations
 
