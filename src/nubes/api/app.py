@@ -23,6 +23,7 @@ from sqlalchemy import text
 
 import nubes
 from nubes.api import agentface, errors
+from nubes.api.agentface.lane import AgentLane
 from nubes.api.middleware import (
     BodyLimitMiddleware,
     Metrics,
@@ -130,6 +131,7 @@ def create_app(services: Services, *, run_loops: bool = True) -> FastAPI:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     # add_middleware wraps: the last added is the outermost.
+    app.add_middleware(AgentLane, services=services)
     app.add_middleware(
         BodyLimitMiddleware,
         max_bytes=services.settings.max_body_bytes,

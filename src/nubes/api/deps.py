@@ -31,7 +31,12 @@ async def caller_token(
     header: Annotated[str | None, Depends(_token_header)],
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> str:
-    token = header or (bearer.credentials if bearer else None)
+    return token_of(header, bearer.credentials if bearer else None)
+
+
+def token_of(header: str | None, bearer: str | None) -> str:
+    """The caller's token: ``X-Auth-Token``, else the ``Authorization: Bearer`` credential."""
+    token = header or bearer
     if not token:
         raise NotAuthenticated(
             "no token: send X-Auth-Token (get one with POST /v1/auth/tokens or `nubes login`)"

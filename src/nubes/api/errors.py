@@ -8,6 +8,7 @@ goes to the log under the request id.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -72,42 +73,60 @@ def _field(loc: tuple[Any, ...]) -> str:
     return ".".join(parts)
 
 
+def nubes_error(request: Request, exc: E.NubesError) -> JSONResponse:
+    status = status_for(exc)
+    if status >= 500:
+        log.error("request %s failed: %s", request_id_of(request), exc)
+    return error_response(request, status, exc.error_code, exc.message)
+
+
+def invalid(request: Request, errors: Sequence[Any]) -> JSONResponse:
+    """400 for pydantic's errors, each ``loc`` starting with where the value was (body,
+    query, path, header)."""
+    details = []
+    for err in errors:
+        field = _field(tuple(err.get("loc", ())))
+        msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        if err.get("type") == "json_invalid":
+            field, msg = "body", "is not valid JSON"
+        details.append({"field": field, "message": msg})
+    message = "; ".join(f"{d['field']}: {d['message']}" for d in details) or "invalid request"
+    return error_response(request, 400, "nubes.request.invalid", message, details)
+
+
+def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    code = HTTP_CODES.get(exc.status_code, "nubes.request.invalid")
+    message = str(exc.detail)
+    if exc.status_code == 404:
+        message = f"no such path: {request.url.path}"
+    elif exc.status_code == 405:
+        message = f"{request.method} is not allowed on {request.url.path}"
+    return error_response(request, exc.status_code, code, message)
+
+
+def unexpected(request: Request) -> JSONResponse:
+    log.exception("request %s failed unexpectedly", request_id_of(request))
+    return error_response(
+        request,
+        500,
+        "nubes.internal.error",
+        f"internal error; the log has the details under request id {request_id_of(request)}",
+    )
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(E.NubesError)
     async def _nubes(request: Request, exc: E.NubesError) -> JSONResponse:
-        status = status_for(exc)
-        if status >= 500:
-            log.error("request %s failed: %s", request_id_of(request), exc)
-        return error_response(request, status, exc.error_code, exc.message)
+        return nubes_error(request, exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        details = []
-        for err in exc.errors():
-            field = _field(tuple(err.get("loc", ())))
-            msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
-            if err.get("type") == "json_invalid":
-                field, msg = "body", "is not valid JSON"
-            details.append({"field": field, "message": msg})
-        message = "; ".join(f"{d['field']}: {d['message']}" for d in details) or "invalid request"
-        return error_response(request, 400, "nubes.request.invalid", message, details)
+        return invalid(request, exc.errors())
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = HTTP_CODES.get(exc.status_code, "nubes.request.invalid")
-        message = str(exc.detail)
-        if exc.status_code == 404:
-            message = f"no such path: {request.url.path}"
-        elif exc.status_code == 405:
-            message = f"{request.method} is not allowed on {request.url.path}"
-        return error_response(request, exc.status_code, code, message)
+        return http_error(request, exc)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("request %s failed unexpectedly", request_id_of(request))
-        return error_response(
-            request,
-            500,
-            "nubes.internal.error",
-            f"internal error; the log has the details under request id {request_id_of(request)}",
-        )
+        return unexpected(request)

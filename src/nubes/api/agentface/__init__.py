@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 
 from nubes.api.deps import Svc, caller_token
 from nubes.api.native.common import Strict
+from nubes.api.services import Services
 from nubes.compute.instances import Report
 from nubes.compute.metadata import config_drive_files, hostname_of, metadata_answer, nic_data
 from nubes.domain import netdesired
@@ -29,13 +30,18 @@ router = APIRouter(prefix="/v1/agent", tags=["agent"])
 MAX_WAIT = 30.0
 
 
-async def current_host(svc: Svc, token: Annotated[str, Depends(caller_token)]) -> Host:
-    """Every agent request: from the credential cache in the event loop, or verified against
-    the database in a worker thread."""
+async def host_of(svc: Services, token: str) -> Host:
+    """The host a credential belongs to: from the credential cache in the event loop, or
+    verified against the database in a worker thread."""
     cached = svc.hosts.cached(token)
     if cached is not None:
         return cached
     return await asyncio.to_thread(svc.hosts.authenticate, token)
+
+
+async def current_host(svc: Svc, token: Annotated[str, Depends(caller_token)]) -> Host:
+    """Every agent request routed by FastAPI (the hot ones go through :mod:`.lane`)."""
+    return await host_of(svc, token)
 
 
 AgentHost = Annotated[Host, Depends(current_host)]
@@ -164,10 +170,10 @@ def join(body: JoinRequest, request: Request, svc: Svc) -> JoinResponse:
     )
 
 
-@router.post("/heartbeat", response_model=HeartbeatOut)
-async def heartbeat(body: Heartbeat, host: AgentHost, svc: Svc) -> HeartbeatOut:
-    """Most beats change nothing that must be written now: they are taken in the event loop
-    with no database and no worker thread (a thousand hosts send 200 a second)."""
+async def heartbeat(svc: Services, host: Host, body: Heartbeat) -> HeartbeatOut:
+    """``POST /v1/agent/heartbeat`` (served by :mod:`.lane`). Most beats change nothing that
+    must be written now: they are taken in the event loop with no database and no worker
+    thread (a thousand hosts send 200 a second)."""
     hosts = svc.hosts
     if not hosts.beat_in_memory(
         host, body.metrics, leaving=body.leaving, probe_errors=body.probe_errors
@@ -250,12 +256,16 @@ def _desired(svc: Any, host: Host, metadata_url: str) -> Desired:
     return Desired(version=0, instances=out, networks=networks)
 
 
-@router.get("/desired", response_model=Desired)
-async def desired(
-    host: AgentHost, svc: Svc, request: Request, seen: int = -1, wait: float = 0.0
-) -> Desired:
-    """The desired state of every instance on this host. With ``wait``, a long poll: answers
-    when the host's version passes ``seen``, or after ``wait`` seconds (at most 30)."""
+class DesiredQuery(BaseModel):
+    seen: int = -1
+    wait: float = 0.0
+
+
+async def desired(svc: Services, host: Host, query: DesiredQuery, base_url: str) -> Desired:
+    """``GET /v1/agent/desired?seen=&wait=`` (served by :mod:`.lane`): the desired state of
+    every instance on this host. With ``wait``, a long poll: answers when the host's version
+    passes ``seen``, or after ``wait`` seconds (at most 30)."""
+    seen, wait = query.seen, query.wait
     if not 0 <= wait <= MAX_WAIT:
         raise InvalidInput(f"wait: 0 to {MAX_WAIT:.0f} seconds")
     if wait > 0:
@@ -267,17 +277,15 @@ async def desired(
             return Desired(version=version, instances=[], unchanged=True)
     version = svc.notifier.version(host.id)
     # the metadata proxy reaches this controller the way the agent does
-    metadata_url = str(request.base_url).rstrip("/")
+    metadata_url = base_url.rstrip("/")
     answer = await asyncio.to_thread(_desired, svc, host, metadata_url)
     answer.version = version
     return answer
 
 
-@router.post("/instances/{instance_id}/report", response_model=ReportOut)
-async def report(instance_id: str, body: ReportIn, host: AgentHost, svc: Svc) -> ReportOut:
-    """Applied in a worker thread of the pool plain ``def`` routes use; ``async`` spares the
-    second hop FastAPI makes to validate a plain route's answer (every boot and delete
-    reports at least twice)."""
+async def report(svc: Services, host: Host, instance_id: str, body: ReportIn) -> ReportOut:
+    """``POST /v1/agent/instances/{id}/report`` (served by :mod:`.lane`): applied in a worker
+    thread of the pool plain ``def`` routes use."""
     seen = Report(**body.model_dump())
     row = await run_in_threadpool(svc.instances.report, host, instance_id, seen)
     return ReportOut(known=row is not None)
