@@ -453,3 +453,32 @@ def test_desired_state_without_networking_lists_instances_with_their_images(
     assert (gone["desired_power"], gone["state"]) == ("deleted", "deleting")
     report(cloud, host, s["id"], power="absent")
     assert desired(cloud, host)["instances"] == []
+
+
+def test_a_due_snapshot_refresh_reads_the_hosts_before_the_write_lock(
+    cloud, host, image, monkeypatch
+):
+    """Every heartbeat flush changes host rows, so the once-a-second refresh reads hundreds at
+    scale: a create does it before its write transaction, not while every writer waits."""
+    snapshots = cloud.services.instances.snapshots
+    db = cloud.services.db
+    under_lock: list[bool] = []
+    refresh = snapshots.refresh
+
+    def spying(session: Any) -> Any:
+        under_lock.append(db._writer._is_owned())  # by this thread
+        return refresh(session)
+
+    monkeypatch.setattr(cloud.services.settings.scheduler, "refresh_seconds", 60.0)
+    snapshots.refresh = spying  # type: ignore[method-assign]
+    snapshots._read_at = 0.0  # due
+    server = boot(cloud)
+    assert server["state"] == "scheduled"
+    assert under_lock == [False]
+    snapshots._read_at = 0.0
+    snapshots._refreshing.acquire()  # another thread is refreshing: the create goes on
+    try:
+        assert boot(cloud, "vm2")["state"] == "scheduled"
+    finally:
+        snapshots._refreshing.release()
+    assert under_lock == [False]

@@ -250,6 +250,7 @@ class InstanceService:
         assert ctx.user_id is not None
         settings = self.core.settings
         placed_hosts: set[str] = set()
+        self.snapshots.prefetch(self.core.db.read)  # not under the write lock
         with self.core.db.transaction() as session, events.batch(session):
             size = find_flavor(session, ctx, flavor)
             img = _find_image(session, ctx, image)

@@ -16,10 +16,12 @@ its columns costs more than a claim.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -118,15 +120,20 @@ class HostSnapshots:
         #: this process's claims and releases not yet in the snapshot, in order: merged at
         #: its next use, one rebuild of its columns for all (a rebuild costs more than a claim)
         self._pending: list[HostChange] = []
+        self._refreshing = threading.Lock()  # held by the one thread refreshing
 
     def current(
         self, session: Session, *, fresh: bool = False, reread: Iterable[str] = ()
     ) -> Snapshot:
-        """The snapshot, refreshed first when older than ``refresh_seconds`` or ``fresh``;
-        the hosts in ``reread`` are read again by id whatever their ``updated_at`` says."""
-        if fresh or time.monotonic() - self._read_at >= self.settings.scheduler.refresh_seconds:
+        """The snapshot, refreshed first when older than ``refresh_seconds`` (unless another
+        thread is at it: a claim from a stale snapshot loses its compare-and-swap and comes
+        back ``fresh``) or ``fresh``; the hosts in ``reread`` are read again by id whatever
+        their ``updated_at`` says."""
+        if fresh:
             self.refresh(session)
-        elif self._pending:
+        elif self.due():
+            self.prefetch(lambda: contextlib.nullcontext(session))
+        if self._pending:
             with self._lock:
                 self._merge()
         ids = sorted(set(reread))
@@ -138,28 +145,48 @@ class HostSnapshots:
                 self._snapshot = self._snapshot.updated(views, ())
         return self._snapshot
 
+    def due(self) -> bool:
+        return time.monotonic() - self._read_at >= self.settings.scheduler.refresh_seconds
+
+    def prefetch(self, read: Callable[[], AbstractContextManager[Session]]) -> None:
+        """Refresh if due and no other thread is refreshing, reading in ``read()``: a create
+        calls it before its write transaction, so the write lock is not held while the hosts
+        changed since the last look (every heartbeat flush changes some) are read."""
+        if not self.due() or not self._refreshing.acquire(blocking=False):
+            return
+        try:
+            if self.due():
+                with read() as session:
+                    self.refresh(session)
+        finally:
+            self._refreshing.release()
+
     def refresh(self, session: Session) -> Snapshot:
+        """Read the hosts changed since the last look (all of them the first time, or when
+        one was deleted), then bring them in; the snapshot stays usable while reading."""
+        newest, known = self._newest, self._snapshot.table.index.keys()
+        rows: Sequence[Any] = []
+        full = newest is None
+        if newest is not None:
+            since = newest - REFRESH_OVERLAP
+            rows = session.execute(select(*_HOST_COLUMNS).where(Host.updated_at >= since)).all()
+            total = session.scalar(select(func.count()).select_from(Host)) or 0
+            # a host deleted (by anyone) leaves no changed row behind: then read them all
+            full = len(known | {r.id for r in rows}) != total
+        if full:
+            rows = session.execute(select(*_HOST_COLUMNS)).all()
+        scheduling = effective_settings(
+            session, self.settings, None if full else [r.id for r in rows]
+        )
+        views = [_view(row, scheduling[row.id]) for row in rows if row.id in scheduling]
         with self._lock:
-            self._merge()
-            rows: Sequence[Any] = []
-            full = self._newest is None
-            if not full:
-                assert self._newest is not None
-                since = self._newest - REFRESH_OVERLAP
-                rows = session.execute(select(*_HOST_COLUMNS).where(Host.updated_at >= since)).all()
-                total = session.scalar(select(func.count()).select_from(Host)) or 0
-                # a host deleted (by anyone) leaves no changed row behind: then read them all
-                full = len(self._snapshot.table.index.keys() | {r.id for r in rows}) != total
-            if full:
-                rows = session.execute(select(*_HOST_COLUMNS)).all()
-            scheduling = effective_settings(
-                session, self.settings, None if full else [r.id for r in rows]
-            )
-            views = [_view(row, scheduling[row.id]) for row in rows if row.id in scheduling]
+            # the rows first, then this process's writes still pending: each goes only onto
+            # the version it was made from, so one the rows already show is skipped
             if full:
                 self._snapshot = Snapshot.build(views)
             elif views:
                 self._snapshot = self._snapshot.updated(views, ())
+            self._merge()
             if rows:
                 newest = max(row.updated_at for row in rows)
                 self._newest = newest if self._newest is None else max(self._newest, newest)
