@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select, update
 
+from nubes.compute import instances as instances_module
 from nubes.compute import placement
 from nubes.compute.instances import InstanceService
 from nubes.compute.placement import HostChange, HostSnapshots
@@ -482,3 +483,30 @@ def test_a_due_snapshot_refresh_reads_the_hosts_before_the_write_lock(
     finally:
         snapshots._refreshing.release()
     assert under_lock == [False]
+
+
+def test_a_create_reads_flavor_image_and_keypair_before_the_write_lock(cloud, host, image):
+    db = cloud.services.db
+    seen: list[tuple[str, bool]] = []
+    module = instances_module
+    find_flavor, find_image = module.find_flavor, module._find_image
+
+    def flavor_spy(session: Any, ctx: Any, ref: str) -> Any:
+        seen.append(("flavor", db._writer._is_owned()))
+        return find_flavor(session, ctx, ref)
+
+    def image_spy(session: Any, ctx: Any, ref: str) -> Any:
+        seen.append(("image", db._writer._is_owned()))
+        return find_image(session, ctx, ref)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(module, "find_flavor", flavor_spy)
+        patch.setattr(module, "_find_image", image_spy)
+        assert boot(cloud)["state"] == "scheduled"
+        r = cloud.client.post(
+            "/v1/servers",
+            json={"name": "x", "image": "tiny", "flavor": "no-such", "networks": "none"},
+            headers=cloud.admin,
+        )
+    assert r.status_code == 404
+    assert seen == [("flavor", False), ("image", False), ("flavor", False)]

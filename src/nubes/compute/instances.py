@@ -250,8 +250,11 @@ class InstanceService:
         assert ctx.user_id is not None
         settings = self.core.settings
         placed_hosts: set[str] = set()
-        self.snapshots.prefetch(self.core.db.read)  # not under the write lock
-        with self.core.db.transaction() as session, events.batch(session):
+        # Read what the write needs before taking the write lock every writer of every worker
+        # queues on. The instance copies what it uses of them (sizes, key): a flavor, image or
+        # keypair deleted meanwhile is as if deleted just after this create (no foreign key).
+        self.snapshots.prefetch(self.core.db.read)
+        with self.core.db.read() as session:
             size = find_flavor(session, ctx, flavor)
             img = _find_image(session, ctx, image)
             public_key = None
@@ -262,6 +265,7 @@ class InstanceService:
                 if key is None:
                     raise NotFound(f"no keypair {keypair!r}", code="nubes.keypair.not_found")
                 public_key = key.public_key
+        with self.core.db.transaction() as session, events.batch(session):
             quotas.charge(
                 session,
                 ctx.project_id,
