@@ -1,9 +1,9 @@
 """The agents' three hot routes, served without FastAPI's router and dependency solving.
 
 A thousand hosts send 200 heartbeats a second, and every boot and delete costs each host a
-long-poll answer and a report. Through FastAPI each of those paid about 0.6 ms of CPU before
+long-poll answer and a report. Through FastAPI each of those paid 0.2-0.4 ms of CPU before
 and after the handler (trying route patterns, solving a tree of five dependencies, building
-and validating the answer twice), more than the handler itself. This ASGI layer sits inside
+and validating the answer twice), as much as the handler itself. This ASGI layer sits inside
 the request id, metrics and body-limit middleware (so those still apply) and answers
 
 - ``POST /v1/agent/heartbeat`` (:class:`~nubes.api.agentface.Heartbeat`),
