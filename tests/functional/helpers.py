@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
 
 from tests.conftest import Cloud
 
@@ -34,3 +40,22 @@ def error_of(response: Any) -> dict[str, Any]:
     assert {"code", "message", "request_id"} <= set(body["error"]), body
     assert body["error"]["request_id"] == response.headers["x-request-id"]
     return dict(body["error"])
+
+
+@contextmanager
+def statements_of_this_thread(engine: Engine, prefix: str = "") -> Iterator[list[str]]:
+    """The SQL statements (starting with ``prefix``) this thread runs on ``engine`` while
+    inside. Only this thread's: the controller's loops (heartbeat writer, host monitor, task
+    deadlines) run in the test client's threads and query whenever they are due."""
+    statements: list[str] = []
+    me = threading.get_ident()
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if threading.get_ident() == me and statement.lstrip().upper().startswith(prefix):
+            statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        yield statements
+    finally:
+        event.remove(engine, "before_cursor_execute", count)

@@ -5,13 +5,11 @@ each host, an external network, a router on the head node with a floating IP."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import select
 
 from nubes.domain import netdesired
 from nubes.domain.context import RequestContext
@@ -26,7 +24,7 @@ from nubes.network import (
     report_ports,
 )
 from nubes.store.models import Host, Port, new_id
-from tests.functional.helpers import make_project, make_user
+from tests.functional.helpers import make_project, make_user, statements_of_this_thread
 from tests.functional.test_networks import made, network, post, subnet
 
 METADATA = "http://127.0.0.1:8770"
@@ -273,31 +271,15 @@ def test_dhcp_follows_subnets(topo):
     assert "network:dhcp" not in by_owner(topo.desired(topo.head))
 
 
-@contextmanager
-def counting(cloud: Any) -> Iterator[list[str]]:
-    statements: list[str] = []
-    engine = cloud.services.db.engine
-
-    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if statement.lstrip().upper().startswith("SELECT"):
-            statements.append(statement)
-
-    event.listen(engine, "before_cursor_execute", count)
-    try:
-        yield statements
-    finally:
-        event.remove(engine, "before_cursor_execute", count)
-
-
 def test_host_networks_costs_the_same_few_queries_for_100_ports(topo):
     cloud = topo.cloud
     cloud.client.patch("/v1/quotas/p1", json={"limits": {"ports": -1}}, headers=cloud.admin)
     topo.boot(topo.head, NicRequest(network="net"))
-    with counting(cloud) as few:
+    with statements_of_this_thread(cloud.services.db.engine, "SELECT") as few:
         topo.desired(topo.head)
     for _ in range(99):
         topo.boot(topo.head, NicRequest(network="net"))
-    with counting(cloud) as many:
+    with statements_of_this_thread(cloud.services.db.engine, "SELECT") as many:
         desired = topo.desired(topo.head)
     assert len(by_owner(desired)["compute"]) == 100
     assert len(many) == len(few) <= 12, many
