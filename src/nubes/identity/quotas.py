@@ -6,7 +6,8 @@ charges); a row that does not exist yet is made with ``n`` (checked against its 
 Both engines serialise writers on each usage row and evaluate the condition on its newest
 version, so concurrent creates can never push usage over a limit. Since the resource row is
 written in the same transaction, a failure anywhere rolls back both: usage always equals the
-live resources. ``release`` gives back in one UPDATE.
+live resources. ``release`` gives back in one UPDATE on SQLite (one writer at a time), and one
+per row, sorted, on PostgreSQL (its row locks, taken in one order everywhere).
 
 The statements are built once, on the tables (plain Core), and kept: the instance hot path
 charges and releases three resources per instance, and building SQL costs more than running
@@ -190,7 +191,13 @@ def release(
     by_owner: dict[str, list[str]] = {}
     for resource in sorted(deltas):
         by_owner.setdefault(_owner(resource, user_id), []).append(resource)
+    # PostgreSQL locks the rows an UPDATE matches in the order it finds them (heap order for a
+    # scan, which every update reshuffles): one statement for three rows deadlocked against
+    # charges and other releases taking them sorted. There, one row per statement, sorted, as
+    # ``charge`` does. SQLite has one writer at a time: one statement.
+    one_by_one = session.get_bind().dialect.name != "sqlite"
     for owner, resources in sorted(by_owner.items()):
-        params: dict[str, Any] = {"b_project": project_id, "b_owner": owner}
-        params.update({f"a{i}": deltas[resource] for i, resource in enumerate(resources)})
-        session.execute(_release_statement(tuple(resources)), params)
+        for group in [[r] for r in resources] if one_by_one else [resources]:
+            params: dict[str, Any] = {"b_project": project_id, "b_owner": owner}
+            params.update({f"a{i}": deltas[resource] for i, resource in enumerate(group)})
+            session.execute(_release_statement(tuple(group)), params)
