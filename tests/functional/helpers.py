@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import event
-from sqlalchemy.engine import Engine
+from sqlalchemy import event, text
+from sqlalchemy.engine import Connection, Engine
 
 from tests.conftest import Cloud
 
@@ -59,3 +60,37 @@ def statements_of_this_thread(engine: Engine, prefix: str = "") -> Iterator[list
         yield statements
     finally:
         event.remove(engine, "before_cursor_execute", count)
+
+
+@contextmanager
+def waiting_behind(
+    engine: Engine, hold: str, params: dict[str, Any], writer: Callable[[], object]
+) -> Iterator[Connection]:
+    """PostgreSQL: lock a row with ``hold`` (an UPDATE), run ``writer`` in a thread until it
+    waits for that row, and yield another connection to probe which rows the writer holds
+    meanwhile (``SELECT … FOR UPDATE NOWAIT`` fails on those). Then release and join."""
+    holder, probe = engine.connect(), engine.connect()
+    thread = threading.Thread(target=writer)
+    try:
+        holder.execute(text(hold), params)
+        thread.start()
+        deadline = time.monotonic() + 10
+        waiting = text(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+        )
+        while True:
+            blocked = probe.execute(waiting).scalar()
+            probe.rollback()  # the statistics are a snapshot per transaction
+            if blocked:
+                break
+            assert time.monotonic() < deadline, "the writer never waited for the held row"
+            time.sleep(0.02)
+        yield probe
+        probe.rollback()
+    finally:
+        holder.rollback()
+        holder.close()
+        probe.close()
+        if thread.is_alive():
+            thread.join(10)

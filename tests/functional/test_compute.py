@@ -9,11 +9,13 @@ from datetime import timedelta
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 
 from nubes.agent.run import Agent, AgentError
 from nubes.store.models import Host, Instance, utcnow
-from tests.functional.helpers import error_of, make_project, make_user
+from tests.conftest import engine_name
+from tests.functional.helpers import error_of, make_project, make_user, waiting_behind
+from tests.functional.test_networks_hosts import add_host
 
 
 def join_agent(cloud, tmp_path, name="a1", **extra) -> Agent:
@@ -374,3 +376,27 @@ def test_an_instances_port_is_active_while_it_runs(cloud, agent, image):
     sync(agent)
     assert show(cloud, cloud.admin, s["id"])["state"] == "stopped"
     assert ports() == ["DOWN"]
+
+
+@pytest.mark.skipif(
+    engine_name() != "postgresql",
+    reason="row-lock order is PostgreSQL's: SQLite has one writer at a time, no row locks",
+)
+def test_a_heartbeat_flush_locks_its_hosts_in_id_order(cloud):
+    """The flush wrote its hosts in the order their beats came, while the host monitor (the
+    ORM, by primary key) and claims take hosts in id order: two workers' flush and monitor
+    deadlocked on PostgreSQL under the storm bench. It now waits for the first host in id
+    order holding none of the others."""
+    first, second = sorted(add_host(cloud, f"h{i}", f"192.0.2.{i}") for i in (1, 2))
+    hosts, now = cloud.services.hosts, utcnow()
+
+    def flush() -> None:
+        hosts._pending = {second: (now, {}, {}), first: (now, {}, {})}  # beats came so
+        hosts.flush_heartbeats()
+
+    hold = "UPDATE hosts SET name = name WHERE id = :id"
+    with waiting_behind(cloud.services.db.engine, hold, {"id": first}, flush) as probe:
+        probe.execute(text("SELECT 1 FROM hosts WHERE id = :id FOR UPDATE NOWAIT"), {"id": second})
+    with cloud.services.db.read() as session:
+        seen = {h.id: h.last_seen for h in session.scalars(select(Host))}
+    assert seen == {first: now, second: now}

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from typing import Any
 
 import pytest
@@ -13,7 +11,7 @@ from sqlalchemy import select, text
 from nubes.identity import quotas
 from nubes.store.models import QuotaUsage
 from tests.conftest import engine_name
-from tests.functional.helpers import make_project
+from tests.functional.helpers import make_project, waiting_behind
 
 
 def test_a_charge_and_release_beyond_32_bits(cloud: Any) -> None:
@@ -69,38 +67,13 @@ def test_a_release_locks_usage_rows_in_sorted_order(cloud: Any) -> None:
             session.execute(text("SET LOCAL enable_bitmapscan = off"))
             quotas.release(session, project, amounts)
 
-    holder, other = db.engine.connect(), db.engine.connect()
-    releasing = threading.Thread(target=release)
-    try:
-        holder.execute(
-            text(f"UPDATE quota_usages SET in_use = in_use {where} AND resource = 'cores'"),
-            {"p": project},
-        )
-        releasing.start()
-        deadline = time.monotonic() + 10
-        waiting = text(
-            "SELECT count(*) FROM pg_stat_activity"
-            " WHERE wait_event_type = 'Lock' AND datname = current_database()"
-        )
-        while True:
-            blocked = other.execute(waiting).scalar()
-            other.rollback()  # the statistics are a snapshot per transaction
-            if blocked:
-                break
-            assert time.monotonic() < deadline, "the release never waited for the held row"
-            time.sleep(0.02)
+    hold = f"UPDATE quota_usages SET in_use = in_use {where} AND resource = 'cores'"
+    with waiting_behind(db.engine, hold, {"p": project}, release) as probe:
         # the release waits on "cores", the first row in sorted order: it holds no other row
-        other.execute(
+        probe.execute(
             text(f"SELECT 1 FROM quota_usages {where} AND resource = 'ram' FOR UPDATE NOWAIT"),
             {"p": project},
         )
-        other.rollback()
-    finally:
-        holder.rollback()
-        holder.close()
-        other.close()
-        if releasing.is_alive():
-            releasing.join(10)
     with db.read() as session:
         used = {
             u.resource: u.in_use

@@ -335,9 +335,12 @@ class HostService:
                 updated_at=bindparam("b_seen"),
             )
         )
+        # in id order, as the host monitor (the ORM flushes by primary key) and claims take
+        # hosts: in the order the beats came, two workers' flush and monitor deadlocked on
+        # PostgreSQL
         rows = [
             {"b_id": hid, "b_seen": seen, "b_metrics": metrics, "b_errors": errors}
-            for hid, (seen, metrics, errors) in pending.items()
+            for hid, (seen, metrics, errors) in sorted(pending.items())
         ]
         with self.core.db.transaction() as session:
             written = session.connection().execute(statement, rows).rowcount
