@@ -101,5 +101,8 @@ def cloud(settings: Settings, migrated: Database) -> Iterator[Cloud]:
     wipe(migrated)
     result = initialise(settings, migrated)
     services = Services.build(settings, migrated)
-    with TestClient(create_app(services), raise_server_exceptions=False) as client:
-        yield Cloud(services, client, result.admin_password)
+    try:
+        with TestClient(create_app(services), raise_server_exceptions=False) as client:
+            yield Cloud(services, client, result.admin_password)
+    finally:
+        services.close()

@@ -103,6 +103,7 @@ def api(tmp_path_factory: pytest.TempPathFactory, migrated: Database) -> Iterato
     api.restore_admin()  # a password the test knows
     api.admin_token()
     yield api
+    services.close()
     wipe(migrated)
 
 

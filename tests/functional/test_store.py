@@ -8,13 +8,13 @@ import pytest
 import yaml
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import select, text
+from sqlalchemy import select, text, update
 
 from nubes.controller.bootstrap import initialise
 from nubes.domain.errors import GenerationConflict
 from nubes.store.cas import compare_and_swap
 from nubes.store.migrate import current_revision, head_revision
-from nubes.store.models import Base, Flavor, Project
+from nubes.store.models import Base, Flavor, Host, Project
 
 
 def test_migrations_match_models(migrated):
@@ -82,3 +82,31 @@ def test_remembered_port_is_read_back(tmp_path):
     assert settings.listen_host == "127.0.0.1"
     assert settings.log_level == "debug"
     assert settings.password_hashing.time_cost == 3
+
+
+def test_a_watch_calls_back_after_commits_that_wrote_its_tables_until_stopped(cloud):
+    db, calls = cloud.services.db, []
+    stop = db.watch(["flavors"], lambda: calls.append("flavors"))
+    with db.transaction() as session:
+        session.execute(update(Flavor).values(description="x"))
+    with db.transaction() as session:  # another table
+        session.execute(update(Host).values(error=""))
+
+    def rolled_back() -> None:
+        with db.transaction() as session:
+            session.execute(update(Flavor).values(description="y"))
+            raise RuntimeError
+
+    with pytest.raises(RuntimeError):
+        rolled_back()
+    assert calls == ["flavors"]
+    stop()
+    with db.transaction() as session:
+        session.execute(update(Flavor).values(description="z"))
+    assert calls == ["flavors"]
+
+
+def test_services_closed_leave_no_watch_on_a_database_they_share(cloud):
+    """Every test builds services on the suite's one database: each left its watch (and its
+    session listeners) behind, so late tests ran hundreds of listeners per statement."""
+    assert len(cloud.services.db._watches) == 1  # only these services'

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from nubes.compute.flavors import FlavorService
@@ -70,6 +71,8 @@ class Services:
     started_at: float = field(default_factory=time.time)
     #: name of each controller loop → time of its last successful run (for `service list`)
     loops: dict[str, float] = field(default_factory=dict)
+    #: ends what these services registered on the database (see :meth:`close`)
+    stop_watching: Callable[[], None] = lambda: None
 
     @classmethod
     def build(
@@ -81,7 +84,7 @@ class Services:
         notifier = Notifier(peers)
         server_groups = ServerGroupService(core)
         # a change to anything a host's networking is made of wakes the agents' long polls
-        db.watch(NETWORK_TABLES, notifier.changed_all)
+        stop_watching = db.watch(NETWORK_TABLES, notifier.changed_all)
         configure_network(settings)
         return cls(
             settings=settings,
@@ -106,4 +109,10 @@ class Services:
             security_groups=SecurityGroupService(core),
             routers=RouterService(core),
             floating_ips=FloatingIpService(core),
+            stop_watching=stop_watching,
         )
+
+    def close(self) -> None:
+        """Detach from the database, which may outlive these services (tests share one):
+        its commits no longer reach this notifier."""
+        self.stop_watching()

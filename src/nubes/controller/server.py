@@ -74,6 +74,7 @@ def _run_worker(settings: Settings, sock: socket.socket | None, peers: Peers | N
     try:
         uvicorn.Server(config).run(sockets=[sock] if sock is not None else None)
     finally:
+        services.close()
         services.db.dispose()
 
 

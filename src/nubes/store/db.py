@@ -13,6 +13,7 @@ import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,12 @@ from sqlalchemy.orm import ORMExecuteState, Session, sessionmaker
 from nubes.domain.errors import InvalidInput, Unavailable
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+@dataclass(frozen=True, eq=False)
+class _Watch:
+    tables: frozenset[str]
+    callback: Callable[[], None]
 
 
 class Database:
@@ -58,6 +65,8 @@ class Database:
         self._writer = threading.RLock()
         self._writer_depth = 0
         self._lock_fd: int | None = None
+        #: what :meth:`watch` calls back; one set of session listeners serves them all
+        self._watches: list[_Watch] = []
 
     @contextmanager
     def transaction(self, *, write: bool = True) -> Iterator[Session]:
@@ -128,32 +137,45 @@ class Database:
         """A read-only unit of work (on SQLite a deferred BEGIN: readers never queue)."""
         return self.transaction(write=False)
 
-    def watch(self, tables: Iterable[str], callback: Callable[[], None]) -> None:
+    def watch(self, tables: Iterable[str], callback: Callable[[], None]) -> Callable[[], None]:
         """Call ``callback`` after each commit of a transaction that wrote rows of any of
         ``tables``, through the ORM or a statement (in the committing thread, once the data
         is visible to others). A rolled-back transaction calls nothing: its session, and the
-        mark in it, are thrown away (every transaction has its own session)."""
-        names = frozenset(tables)
-        key = f"nubes.watch.{id(callback)}"
+        mark in it, are thrown away (every transaction has its own session). Returns the
+        function that stops the watch."""
+        if not self._watches:
+            event.listen(self._sessions, "after_flush", self._flushed)
+            event.listen(self._sessions, "do_orm_execute", self._executed)
+            event.listen(self._sessions, "after_commit", self._committed)
+        watch = _Watch(frozenset(tables), callback)
+        self._watches.append(watch)
 
-        def flushed(session: Session, _context: Any) -> None:
-            written = (*session.new, *session.dirty, *session.deleted)
-            if any(getattr(row, "__tablename__", None) in names for row in written):
-                session.info[key] = True
+        def stop() -> None:
+            if watch in self._watches:
+                self._watches.remove(watch)
 
-        def executed(state: ORMExecuteState) -> None:
-            if state.is_insert or state.is_update or state.is_delete:
-                table = getattr(state.statement, "table", None)
-                if getattr(table, "name", None) in names:
-                    state.session.info[key] = True
+        return stop
 
-        def committed(session: Session) -> None:
-            if session.info.pop(key, False):
-                callback()
+    def _flushed(self, session: Session, _context: Any) -> None:
+        written = {
+            getattr(row, "__tablename__", None)
+            for row in (*session.new, *session.dirty, *session.deleted)
+        }
+        for watch in self._watches:
+            if not watch.tables.isdisjoint(written):
+                session.info[watch] = True
 
-        event.listen(self._sessions, "after_flush", flushed)
-        event.listen(self._sessions, "do_orm_execute", executed)
-        event.listen(self._sessions, "after_commit", committed)
+    def _executed(self, state: ORMExecuteState) -> None:
+        if state.is_insert or state.is_update or state.is_delete:
+            name = getattr(getattr(state.statement, "table", None), "name", None)
+            for watch in self._watches:
+                if name in watch.tables:
+                    state.session.info[watch] = True
+
+    def _committed(self, session: Session) -> None:
+        for watch in list(self._watches):
+            if session.info.pop(watch, False):
+                watch.callback()
 
     def dispose(self) -> None:
         self.engine.dispose()
