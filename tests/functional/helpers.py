@@ -8,12 +8,19 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import pytest
 from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, Engine
 
-from tests.conftest import Cloud
+from tests.conftest import Cloud, engine_name
 
 PASSWORD = "correct-horse-1"
+
+#: tests of the order writers lock rows in (see :func:`waiting_behind`)
+postgresql_row_locks = pytest.mark.skipif(
+    engine_name() != "postgresql",
+    reason="row-lock order is PostgreSQL's: SQLite has one writer at a time, no row locks",
+)
 
 
 def make_project(cloud: Cloud, admin: dict[str, str], name: str) -> dict[str, Any]:

@@ -13,8 +13,13 @@ from sqlalchemy import select, text, update
 
 from nubes.agent.run import Agent, AgentError
 from nubes.store.models import Host, Instance, utcnow
-from tests.conftest import engine_name
-from tests.functional.helpers import error_of, make_project, make_user, waiting_behind
+from tests.functional.helpers import (
+    error_of,
+    make_project,
+    make_user,
+    postgresql_row_locks,
+    waiting_behind,
+)
 from tests.functional.test_networks_hosts import add_host
 
 
@@ -378,10 +383,7 @@ def test_an_instances_port_is_active_while_it_runs(cloud, agent, image):
     assert ports() == ["DOWN"]
 
 
-@pytest.mark.skipif(
-    engine_name() != "postgresql",
-    reason="row-lock order is PostgreSQL's: SQLite has one writer at a time, no row locks",
-)
+@postgresql_row_locks
 def test_a_heartbeat_flush_locks_its_hosts_in_id_order(cloud):
     """The flush wrote its hosts in the order their beats came, while the host monitor (the
     ORM, by primary key) and claims take hosts in id order: two workers' flush and monitor

@@ -5,13 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
 from sqlalchemy import select, text
 
 from nubes.identity import quotas
 from nubes.store.models import QuotaUsage
-from tests.conftest import engine_name
-from tests.functional.helpers import make_project, waiting_behind
+from tests.functional.helpers import make_project, postgresql_row_locks, waiting_behind
 
 
 def test_a_charge_and_release_beyond_32_bits(cloud: Any) -> None:
@@ -29,10 +27,7 @@ def test_a_charge_and_release_beyond_32_bits(cloud: Any) -> None:
     assert used["ram"] == 0
 
 
-@pytest.mark.skipif(
-    engine_name() != "postgresql",
-    reason="row-lock order is PostgreSQL's: SQLite has one writer at a time, no row locks",
-)
+@postgresql_row_locks
 def test_a_release_locks_usage_rows_in_sorted_order(cloud: Any) -> None:
     """A release took its three usage rows with one UPDATE, in the order PostgreSQL found them
     (heap order, reshuffled by every update) while charges take them sorted: concurrent
