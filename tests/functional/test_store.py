@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import stat
+import threading
+from collections.abc import Iterator
 
 import pytest
 import yaml
@@ -12,9 +16,12 @@ from sqlalchemy import select, text, update
 
 from nubes.controller.bootstrap import initialise
 from nubes.domain.errors import GenerationConflict
+from nubes.store import inline
 from nubes.store.cas import compare_and_swap
+from nubes.store.db import Database
 from nubes.store.migrate import current_revision, head_revision
 from nubes.store.models import Base, Flavor, Host, Project
+from tests.conftest import engine_name
 
 
 def test_migrations_match_models(migrated):
@@ -110,3 +117,117 @@ def test_services_closed_leave_no_watch_on_a_database_they_share(cloud):
     """Every test builds services on the suite's one database: each left its watch (and its
     session listeners) behind, so late tests ran hundreds of listeners per statement."""
     assert len(cloud.services.db._watches) == 1  # only these services'
+
+
+# the write turn: threads, and requests run inline on the event loop ----------------------
+
+sqlite_only = pytest.mark.skipif(
+    engine_name() != "sqlite", reason="the write turn queues SQLite's one writer"
+)
+
+
+@contextlib.contextmanager
+def turn_held_by_a_thread(db: Database) -> Iterator[threading.Event]:
+    """A thread inside a write transaction until the yielded event is set."""
+    inside, leave = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with db.transaction():
+            inside.set()
+            leave.wait(10)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    assert inside.wait(10)
+    try:
+        yield leave
+    finally:
+        leave.set()
+        thread.join(10)
+
+
+@sqlite_only
+def test_an_inline_writer_waits_for_the_turn_without_blocking_the_loop(cloud):
+    db = cloud.services.db
+    order: list[str] = []
+
+    def write() -> bool:
+        with db.transaction():
+            order.append("written")
+            return db.holds_write_turn()
+
+    async def main(leave: threading.Event) -> None:
+        writer = asyncio.create_task(db.call(write))
+        for _ in range(5):  # the loop goes on while the writer waits
+            await asyncio.sleep(0.01)
+            order.append("tick")
+        assert not writer.done()
+        leave.set()
+        assert await asyncio.wait_for(writer, 10) is True
+
+    with turn_held_by_a_thread(db) as leave:
+        asyncio.run(main(leave))
+    assert order == ["tick"] * 5 + ["written"]
+    assert another_writer_gets_the_turn(db)
+
+
+@sqlite_only
+def test_two_inline_writers_on_one_thread_take_turns(cloud):
+    """The turn belongs to a request, not to the thread: a second request on the same loop
+    (the same thread) waits while the first holds it, even if the first waits meanwhile."""
+    db = cloud.services.db
+    order: list[str] = []
+
+    def write(name: str, pause: float) -> None:
+        with db.transaction():
+            order.append(f"{name} in")
+            inline.suspend(asyncio.sleep(pause))
+            order.append(f"{name} out")
+
+    async def main() -> None:
+        first = asyncio.create_task(db.call(write, "first", 0.05))
+        await asyncio.sleep(0.01)
+        await asyncio.gather(first, db.call(write, "second", 0))
+
+    asyncio.run(main())
+    assert order == ["first in", "first out", "second in", "second out"]
+
+
+@sqlite_only
+def test_a_request_cancelled_while_waiting_gives_the_turn_back(cloud):
+    db = cloud.services.db
+
+    def write() -> None:
+        with db.transaction():
+            pytest.fail("a cancelled request wrote")
+
+    async def main(leave: threading.Event) -> None:
+        writer = asyncio.create_task(db.call(write))
+        await asyncio.sleep(0.05)  # waiting, in a worker thread, for the file lock
+        writer.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await writer
+        leave.set()
+
+    with turn_held_by_a_thread(db) as leave:
+        asyncio.run(main(leave))
+    # the abandoned wait got the turn once the holder left, and handed it straight back
+    assert another_writer_gets_the_turn(db), "the cancelled request kept the write turn"
+
+
+def another_writer_gets_the_turn(db: Database) -> bool:
+    """Whether a thread gets the write turn within 5 s (the controller's own loops may hold
+    it a moment). If not, the turn was leaked: it is given back so later tests can write."""
+    done = threading.Event()
+
+    def write() -> None:
+        with db.transaction():
+            done.set()
+
+    thread = threading.Thread(target=write, daemon=True)
+    thread.start()
+    if done.wait(5):
+        return True
+    db._give_back()
+    thread.join(5)
+    return False

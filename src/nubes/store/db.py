@@ -8,23 +8,29 @@ guarded by conditional updates and unique constraints, never by hoping.
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
+import functools
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+from weakref import WeakKeyDictionary
 
+import anyio.to_thread
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import DataError, OperationalError
 from sqlalchemy.orm import ORMExecuteState, Session, sessionmaker
 
 from nubes.domain.errors import InvalidInput, Unavailable
+from nubes.store import inline
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, eq=False)
@@ -62,9 +68,20 @@ class Database:
         #: under load that left the CPU idle and requests waiting seconds. The threads of this
         #: process queue on the lock, processes (the workers of a controller, the CLI) on an
         #: flock of ``nubes.db.writer-lock``, which the kernel hands on the moment it is freed.
-        self._writer = threading.RLock()
+        #: The turn belongs to whoever runs the code (:func:`nubes.store.inline.owner`): a
+        #: thread, or a request run inline on the event loop, which waits for its turn
+        #: without blocking the loop (the requests of one loop queue on an asyncio lock).
+        self._writer = threading.Lock()
+        self._writer_owner: object | None = None
         self._writer_depth = 0
+        self._loop_queues: WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+            WeakKeyDictionary()
+        )
+        self._writer_queue: asyncio.Lock | None = None  # the loop queue the holder came by
         self._lock_fd: int | None = None
+        #: run service code inline on the event loop (:meth:`call`): SQLite's statements are
+        #: CPU work in this process; PostgreSQL's wait on the network and on row locks
+        self.inline = self.dialect == "sqlite"
         #: what :meth:`watch` calls back; one set of session listeners serves them all
         self._watches: list[_Watch] = []
 
@@ -76,9 +93,9 @@ class Database:
         except OperationalError as exc:
             raise Unavailable(f"database error: {exc.orig}") from exc
         queued = self.dialect == "sqlite" and write
-        if queued:
-            self._acquire_writer()
         try:
+            if queued:
+                self._acquire_writer()
             if self.dialect == "sqlite":
                 session.connection(
                     execution_options={"sqlite_begin": "BEGIN IMMEDIATE" if write else "BEGIN"}
@@ -98,28 +115,102 @@ class Database:
             raise
         finally:
             session.close()
-            if queued:
+            if queued and self.holds_write_turn():
                 self._release_writer()
 
+    def holds_write_turn(self) -> bool:
+        """Whether the calling code (thread or inline request) holds the write turn."""
+        return self._writer_owner is inline.owner()
+
     def _acquire_writer(self) -> None:
-        self._writer.acquire()
-        self._writer_depth += 1
-        if self._writer_depth > 1 or self._lock_path is None:
-            return  # a nested write transaction of this thread: it holds the file lock
-        try:
-            if self._lock_fd is None:
-                self._lock_fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
-        except OSError as exc:
-            self._writer_depth -= 1
-            self._writer.release()
-            raise Unavailable(f"cannot lock {self._lock_path}: {exc}") from exc
+        me = inline.owner()
+        if self._writer_owner is me:
+            self._writer_depth += 1  # a nested write transaction: the turn is already ours
+            return
+        if inline.suspendable():
+            inline.suspend(self._take_turn_inline())
+        else:
+            self._take_turn()
+        self._writer_owner, self._writer_depth = me, 1
 
     def _release_writer(self) -> None:
         self._writer_depth -= 1
-        if self._writer_depth == 0 and self._lock_fd is not None:
+        if self._writer_depth:
+            return
+        self._writer_owner = None
+        queue, self._writer_queue = self._writer_queue, None
+        self._give_back()
+        if queue is not None:
+            queue.release()
+
+    def _take_turn(self) -> None:
+        """Wait for the process's lock, then the file lock (both, or neither)."""
+        self._writer.acquire()
+        try:
+            if self._lock_path is not None:
+                fcntl.flock(self._lock_file(), fcntl.LOCK_EX)
+        except OSError as exc:
+            self._writer.release()
+            raise Unavailable(f"cannot lock {self._lock_path}: {exc}") from exc
+        except BaseException:
+            self._writer.release()
+            raise
+
+    def _try_turn(self) -> bool:
+        """:meth:`_take_turn` if neither lock is held, without waiting."""
+        if not self._writer.acquire(blocking=False):
+            return False
+        try:
+            if self._lock_path is not None:
+                fcntl.flock(self._lock_file(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._writer.release()
+            return False
+        except OSError as exc:
+            self._writer.release()
+            raise Unavailable(f"cannot lock {self._lock_path}: {exc}") from exc
+        return True
+
+    def _give_back(self) -> None:
+        if self._lock_path is not None and self._lock_fd is not None:
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
         self._writer.release()
+
+    def _lock_file(self) -> int:
+        if self._lock_fd is None:
+            assert self._lock_path is not None
+            self._lock_fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        return self._lock_fd
+
+    async def _take_turn_inline(self) -> None:
+        """The write turn for a request run inline on the event loop: after the loop's
+        earlier requests, then at once if free, else waited for in a worker thread (one per
+        loop at a time) while the loop serves others. Cancelled meanwhile, the thread still
+        finishes and gives the turn back."""
+        loop = asyncio.get_running_loop()
+        queue = self._loop_queues.get(loop)
+        if queue is None:
+            queue = self._loop_queues[loop] = asyncio.Lock()
+        await queue.acquire()
+        try:
+            if not self._try_turn():
+                waiting = loop.run_in_executor(None, self._take_turn)
+                try:
+                    await asyncio.shield(waiting)
+                except BaseException:  # cancelled (or the thread failed: then nothing to give)
+                    waiting.add_done_callback(_give_back_if_taken(self))
+                    raise
+        except BaseException:
+            queue.release()
+            raise
+        self._writer_queue = queue
+
+    async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run ``fn`` (service code using this database) from the event loop: inline on
+        SQLite (:mod:`nubes.store.inline`), in a worker thread on PostgreSQL."""
+        if self.inline:
+            return await inline.run(fn, *args, **kwargs)
+        return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs))
 
     @contextmanager
     def connection(self) -> Iterator[Connection]:
@@ -199,3 +290,13 @@ def _configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
         conn.exec_driver_sql(conn.get_execution_options().get("sqlite_begin", "BEGIN"))
+
+
+def _give_back_if_taken(db: Database) -> Callable[[asyncio.Future[None]], None]:
+    """For a wait abandoned by its request: give the turn back once the thread has it."""
+
+    def done(waiting: asyncio.Future[None]) -> None:
+        if not waiting.cancelled() and waiting.exception() is None:
+            db._give_back()
+
+    return done
