@@ -22,7 +22,7 @@ from nubes.domain.errors import GenerationConflict, QuotaExceeded
 from nubes.identity import quotas
 from nubes.network import NicRequest, allocate_instance_ports, bind_instance_ports
 from nubes.network.desired import networked
-from nubes.store import events
+from nubes.store import events, inline
 from nubes.store.cas import compare_and_swap, update_if
 from nubes.store.models import Event, Host, Instance, QuotaUsage, Router
 from tests.functional.helpers import make_project
@@ -467,7 +467,7 @@ def test_a_due_snapshot_refresh_reads_the_hosts_before_the_write_lock(
     refresh = snapshots.refresh
 
     def spying(session: Any) -> Any:
-        under_lock.append(db._writer._is_owned())  # by this thread
+        under_lock.append(db.holds_write_turn())  # by this thread
         return refresh(session)
 
     monkeypatch.setattr(cloud.services.settings.scheduler, "refresh_seconds", 60.0)
@@ -492,11 +492,11 @@ def test_a_create_reads_flavor_image_and_keypair_before_the_write_lock(cloud, ho
     find_flavor, find_image = module.find_flavor, module._find_image
 
     def flavor_spy(session: Any, ctx: Any, ref: str) -> Any:
-        seen.append(("flavor", db._writer._is_owned()))
+        seen.append(("flavor", db.holds_write_turn()))
         return find_flavor(session, ctx, ref)
 
     def image_spy(session: Any, ctx: Any, ref: str) -> Any:
-        seen.append(("image", db._writer._is_owned()))
+        seen.append(("image", db.holds_write_turn()))
         return find_image(session, ctx, ref)
 
     with pytest.MonkeyPatch.context() as patch:
@@ -510,3 +510,37 @@ def test_a_create_reads_flavor_image_and_keypair_before_the_write_lock(cloud, ho
         )
     assert r.status_code == 404
     assert seen == [("flavor", False), ("image", False), ("flavor", False)]
+
+
+def test_the_boot_and_delete_path_runs_inline_on_sqlite_and_in_threads_elsewhere(
+    cloud: Any, host: dict[str, str], image: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On SQLite the hot requests run on the event loop's thread (nubes.store.inline), with no
+    thread hop; on PostgreSQL, whose statements wait on the network, in worker threads."""
+    services = cloud.services
+    ran: dict[str, bool] = {}
+
+    def spy(owner: Any, name: str) -> None:
+        real = getattr(owner, name)
+
+        def spying(*args: Any, **kwargs: Any) -> Any:
+            ran[name] = inline.suspendable()
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(owner, name, spying)
+
+    spy(services.auth, "validate")
+    spy(services.hosts, "authenticate")
+    spy(services.instances, "create")
+    spy(services.instances, "report")
+    spy(services.instances, "delete")
+    services.hosts._verified.clear()  # the host's credential is read again
+    server = boot(cloud)
+    report(cloud, host, server["id"], power="running")
+    assert (
+        cloud.client.delete(f"/v1/servers/{server['id']}", headers=cloud.admin).status_code == 202
+    )
+    expected = services.db.dialect == "sqlite"
+    assert ran == dict.fromkeys(
+        ["validate", "create", "authenticate", "report", "delete"], expected
+    )

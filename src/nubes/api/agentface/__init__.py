@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 from datetime import datetime
 from typing import Annotated, Any
@@ -11,7 +10,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel, Field
-from starlette.concurrency import run_in_threadpool
 
 from nubes.api.deps import Svc, caller_token
 from nubes.api.native.common import Strict
@@ -32,11 +30,11 @@ MAX_WAIT = 30.0
 
 async def host_of(svc: Services, token: str) -> Host:
     """The host a credential belongs to: from the credential cache in the event loop, or
-    verified against the database in a worker thread."""
+    verified against the database."""
     cached = svc.hosts.cached(token)
     if cached is not None:
         return cached
-    return await asyncio.to_thread(svc.hosts.authenticate, token)
+    return await svc.db.call(svc.hosts.authenticate, token)
 
 
 async def current_host(svc: Svc, token: Annotated[str, Depends(caller_token)]) -> Host:
@@ -178,7 +176,7 @@ async def heartbeat(svc: Services, host: Host, body: Heartbeat) -> HeartbeatOut:
     if not hosts.beat_in_memory(
         host, body.metrics, leaving=body.leaving, probe_errors=body.probe_errors
     ):
-        await asyncio.to_thread(
+        await svc.db.call(
             hosts.heartbeat,
             host,
             body.metrics,
@@ -187,7 +185,7 @@ async def heartbeat(svc: Services, host: Host, body: Heartbeat) -> HeartbeatOut:
         )
     version = hosts.probes.fresh_version()
     if version is None:
-        version = await asyncio.to_thread(hosts.probes.version)
+        version = await svc.db.call(hosts.probes.version)
     return HeartbeatOut(known=True, probes_version=version)
 
 
@@ -278,16 +276,15 @@ async def desired(svc: Services, host: Host, query: DesiredQuery, base_url: str)
     version = svc.notifier.version(host.id)
     # the metadata proxy reaches this controller the way the agent does
     metadata_url = base_url.rstrip("/")
-    answer = await asyncio.to_thread(_desired, svc, host, metadata_url)
+    answer = await svc.db.call(_desired, svc, host, metadata_url)
     answer.version = version
     return answer
 
 
 async def report(svc: Services, host: Host, instance_id: str, body: ReportIn) -> ReportOut:
-    """``POST /v1/agent/instances/{id}/report`` (served by :mod:`.lane`): applied in a worker
-    thread of the pool plain ``def`` routes use."""
+    """``POST /v1/agent/instances/{id}/report`` (served by :mod:`.lane`)."""
     seen = Report(**body.model_dump())
-    row = await run_in_threadpool(svc.instances.report, host, instance_id, seen)
+    row = await svc.db.call(svc.instances.report, host, instance_id, seen)
     return ReportOut(known=row is not None)
 
 
@@ -320,7 +317,7 @@ async def metadata(port_id: str, path: str, host: AgentHost, svc: Svc) -> Respon
     """The metadata service's content for the instance behind ``port_id``, asked by this
     host's metadata proxy on the instance's behalf (the proxy knows the port by the
     connection's source address; the instance never talks to the controller)."""
-    answer = await asyncio.to_thread(_metadata_of, svc, host, port_id, path)
+    answer = await svc.db.call(_metadata_of, svc, host, port_id, path)
     if answer is None:
         raise NotFound(
             f"no metadata at {path!r} for port {port_id} on this host",

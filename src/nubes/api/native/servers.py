@@ -12,7 +12,6 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, status
 from pydantic import BaseModel, Field, model_validator
-from starlette.concurrency import run_in_threadpool
 
 from nubes.api.deps import Ctx, Svc
 from nubes.api.native.common import Limit, Marker, Name, NameFilter, Out, Strict, next_marker
@@ -135,7 +134,7 @@ def render(row: Instance, ctx: RequestContext) -> ServerOut:
 
 @router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=ServerList)
 async def create_servers(body: ServerCreate, ctx: Ctx, svc: Svc) -> ServerList:
-    rows = await run_in_threadpool(
+    rows = await svc.db.call(
         svc.instances.create,
         ctx,
         body.name,
@@ -185,7 +184,7 @@ def server_action(server: str, body: ServerAction, ctx: Ctx, svc: Svc) -> Server
 
 @router.delete("/{server}", status_code=status.HTTP_202_ACCEPTED, response_model=ServerOut)
 async def delete_server(server: str, ctx: Ctx, svc: Svc) -> ServerOut:
-    return render(await run_in_threadpool(svc.instances.delete, ctx, server), ctx)
+    return render(await svc.db.call(svc.instances.delete, ctx, server), ctx)
 
 
 @router.get("/{server}/console", response_model=ConsoleOut)
