@@ -5,11 +5,17 @@ bodies and codes, the request id, the body limit, the metrics labels — and the
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
+from sqlalchemy import delete, update
 
 from nubes.api.agentface import lane
+from nubes.domain.errors import NotAuthenticated
+from nubes.hosts.service import AUTH_CACHE_SECONDS, HostService
+from nubes.store.models import Host
+from tests.functional.helpers import statements_of_this_thread
 from tests.functional.test_hot_paths import agent_headers, boot, host, image  # noqa: F401
 
 
@@ -166,3 +172,30 @@ def test_metrics_label_the_lane_routes_by_template(cloud, host):
         'status="200"}' in text
     )
     assert 'route="/v1/agent/heartbeat",status="200"' in text
+
+
+def test_verified_credentials_are_renewed_in_one_read_and_dropped_when_the_host_goes(cloud, host):
+    # its own service: the app's loop renews the app's cache every 2 s, whatever the test does
+    hosts = HostService(cloud.services.core)
+    credential = host["Authorization"].removeprefix("Bearer ")
+    assert hosts.authenticate(credential).id == host["id"]
+    assert hosts.revalidate_credentials() == 0  # not due: nothing read
+
+    with cloud.services.db.transaction() as session:  # changed behind the cached copy
+        session.execute(update(Host).where(Host.id == host["id"]).values(error="seen"))
+    cached = hosts._verified[credential][1]
+    hosts._verified[credential] = (time.monotonic() + 1, cached)  # about to expire
+    with statements_of_this_thread(cloud.services.db.engine, "SELECT") as selects:
+        assert hosts.revalidate_credentials() == 1
+    assert len(selects) == 1
+    expiry, renewed = hosts._verified[credential]
+    assert expiry > time.monotonic() + AUTH_CACHE_SECONDS - 1
+    assert renewed.error == "seen"  # the host as it now is
+
+    with cloud.services.db.transaction() as session:  # deleted through another controller
+        session.execute(delete(Host).where(Host.id == host["id"]))
+    hosts._verified[credential] = (time.monotonic() + 1, renewed)
+    assert hosts.revalidate_credentials() == 0
+    assert hosts.cached(credential) is None
+    with pytest.raises(NotAuthenticated):
+        hosts.authenticate(credential)

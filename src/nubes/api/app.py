@@ -49,6 +49,7 @@ async def _run_loops(services: Services) -> None:
     loops: dict[str, Callable[[], object]] = {
         "heartbeat-writer": services.hosts.flush_heartbeats,
         "host-monitor": services.hosts.check_heartbeats,
+        "host-credentials": services.hosts.revalidate_credentials,
         "task-deadlines": services.instances.expire_tasks,
     }
     while True:
