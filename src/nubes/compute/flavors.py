@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import exists, or_, select
+from sqlalchemy import bindparam, exists, or_, select
 from sqlalchemy.orm import Session
 
 from nubes.domain.context import RequestContext
@@ -61,12 +61,28 @@ def _visible_clause(ctx: RequestContext) -> Any:
     )
 
 
+#: a flavor by id, else by name (names are unique), built once: every create looks one up
+_FLAVOR_ANY = (
+    select(Flavor)
+    .where(or_(Flavor.id == bindparam("ref"), Flavor.name == bindparam("ref")))
+    .order_by((Flavor.id == bindparam("ref")).desc())
+    .limit(1)
+)
+_FLAVOR_VISIBLE = _FLAVOR_ANY.where(
+    or_(
+        Flavor.is_public,
+        exists().where(
+            FlavorAccess.flavor_id == Flavor.id,
+            FlavorAccess.project_id == bindparam("project_id"),
+        ),
+    )
+)
+
+
 def find_flavor(session: Session, ctx: RequestContext, ref: str) -> Flavor:
     """By id or name, among the flavors ``ctx`` can see; 404 otherwise."""
-    visible = _visible_clause(ctx)
-    row = session.scalar(select(Flavor).where(Flavor.id == ref, visible)) or session.scalar(
-        select(Flavor).where(Flavor.name == ref, visible)
-    )
+    stmt = _FLAVOR_ANY if ctx.is_cloud_admin else _FLAVOR_VISIBLE
+    row = session.scalar(stmt, {"ref": ref, "project_id": ctx.project_id})
     if row is None:
         raise NotFound(f"no flavor {ref!r}", code="nubes.flavor.not_found")
     return row
