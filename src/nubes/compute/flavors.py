@@ -50,7 +50,19 @@ def seed_default_flavors(session: Session) -> int:
     return added
 
 
+#: visible to a project that is not the cloud admin's: public, or shared with the project
+_VISIBLE = or_(
+    Flavor.is_public,
+    exists().where(
+        FlavorAccess.flavor_id == Flavor.id,
+        FlavorAccess.project_id == bindparam("project_id"),
+    ),
+)
+
+
 def _visible_clause(ctx: RequestContext) -> Any:
+    """:data:`_VISIBLE` with the project filled in, for statements built per request (a
+    bound ``project_id`` does not survive pagination's rewriting)."""
     if ctx.is_cloud_admin:
         return True
     return or_(
@@ -68,15 +80,7 @@ _FLAVOR_ANY = (
     .order_by((Flavor.id == bindparam("ref")).desc())
     .limit(1)
 )
-_FLAVOR_VISIBLE = _FLAVOR_ANY.where(
-    or_(
-        Flavor.is_public,
-        exists().where(
-            FlavorAccess.flavor_id == Flavor.id,
-            FlavorAccess.project_id == bindparam("project_id"),
-        ),
-    )
-)
+_FLAVOR_VISIBLE = _FLAVOR_ANY.where(_VISIBLE)
 
 
 def find_flavor(session: Session, ctx: RequestContext, ref: str) -> Flavor:

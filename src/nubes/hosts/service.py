@@ -36,8 +36,9 @@ WRITE_EVERY = 12.0
 #: host deleted through another controller is refused at most this much later.
 AUTH_CACHE_SECONDS = 10.0
 AUTH_CACHE_SIZE = 100_000
-#: how far ahead of expiry :meth:`HostService.revalidate_credentials` renews (its loop period)
-REVALIDATE_AHEAD_SECONDS = 2.0
+#: :meth:`HostService.revalidate_credentials` renews entries expiring within this: two passes
+#: of the controller loop that runs it every 2 s
+RENEW_WITHIN_SECONDS = 4.0
 JOIN_KIND = "join"
 HOST_KIND = "host"
 
@@ -224,7 +225,7 @@ class HostService:
             raise refused
         with self.core.db.read() as session:
             host = session.get(Host, parts[0])
-        if host is None or not credentials.matches(parts[1], host.credential_hash):
+        if host is None or not _belongs(credential, host):
             raise refused
         if len(self._verified) >= AUTH_CACHE_SIZE:
             self._verified.clear()
@@ -239,7 +240,7 @@ class HostService:
         every pass instead of a read per credential every AUTH_CACHE_SECONDS (100 a second):
         and a deleted host is still refused within AUTH_CACHE_SECONDS everywhere. Returns
         how many were kept."""
-        soon = time.monotonic() + 2 * REVALIDATE_AHEAD_SECONDS
+        soon = time.monotonic() + RENEW_WITHIN_SECONDS
         due = {c: hit[1].id for c, hit in list(self._verified.items()) if hit[0] < soon}
         if not due:
             return 0
@@ -250,12 +251,8 @@ class HostService:
         until = time.monotonic() + AUTH_CACHE_SECONDS
         kept = 0
         for credential, host_id in due.items():
-            host, parts = hosts.get(host_id), credentials.split(HOST_KIND, credential)
-            if (
-                host is None
-                or parts is None
-                or not credentials.matches(parts[1], host.credential_hash)
-            ):
+            host = hosts.get(host_id)
+            if host is None or not _belongs(credential, host):
                 self._verified.pop(credential, None)
             else:
                 self._verified[credential] = (until, host)
@@ -548,3 +545,13 @@ class HostService:
                 )
             )
         return rows
+
+
+def _belongs(credential: str, host: Host) -> bool:
+    """Whether ``credential`` is ``host``'s (its secret matches the stored hash)."""
+    parts = credentials.split(HOST_KIND, credential)
+    return (
+        parts is not None
+        and parts[0] == host.id
+        and credentials.matches(parts[1], host.credential_hash)
+    )

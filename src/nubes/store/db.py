@@ -143,32 +143,24 @@ class Database:
         if queue is not None:
             queue.release()
 
-    def _take_turn(self) -> None:
-        """Wait for the process's lock, then the file lock (both, or neither)."""
-        self._writer.acquire()
-        try:
-            if self._lock_path is not None:
-                fcntl.flock(self._lock_file(), fcntl.LOCK_EX)
-        except OSError as exc:
-            self._writer.release()
-            raise Unavailable(f"cannot lock {self._lock_path}: {exc}") from exc
-        except BaseException:
-            self._writer.release()
-            raise
-
-    def _try_turn(self) -> bool:
-        """:meth:`_take_turn` if neither lock is held, without waiting."""
-        if not self._writer.acquire(blocking=False):
+    def _take_turn(self, wait: bool = True) -> bool:
+        """The process's lock, then the file lock: both, or neither. Without ``wait``, only
+        if neither is held (False otherwise)."""
+        if not self._writer.acquire(blocking=wait):
             return False
         try:
             if self._lock_path is not None:
-                fcntl.flock(self._lock_file(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                flags = fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB
+                fcntl.flock(self._lock_file(), flags)
         except BlockingIOError:
             self._writer.release()
             return False
         except OSError as exc:
             self._writer.release()
             raise Unavailable(f"cannot lock {self._lock_path}: {exc}") from exc
+        except BaseException:
+            self._writer.release()
+            raise
         return True
 
     def _give_back(self) -> None:
@@ -193,7 +185,7 @@ class Database:
             queue = self._loop_queues[loop] = asyncio.Lock()
         await queue.acquire()
         try:
-            if not self._try_turn():
+            if not self._take_turn(wait=False):
                 waiting = loop.run_in_executor(None, self._take_turn)
                 try:
                     await asyncio.shield(waiting)
@@ -292,11 +284,11 @@ def _configure_sqlite(engine: Engine) -> None:
         conn.exec_driver_sql(conn.get_execution_options().get("sqlite_begin", "BEGIN"))
 
 
-def _give_back_if_taken(db: Database) -> Callable[[asyncio.Future[None]], None]:
+def _give_back_if_taken(db: Database) -> Callable[[asyncio.Future[bool]], None]:
     """For a wait abandoned by its request: give the turn back once the thread has it."""
 
-    def done(waiting: asyncio.Future[None]) -> None:
-        if not waiting.cancelled() and waiting.exception() is None:
+    def done(waiting: asyncio.Future[bool]) -> None:
+        if not waiting.cancelled() and waiting.exception() is None and waiting.result():
             db._give_back()
 
     return done
