@@ -14,6 +14,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import select, text, update
 
+from nubes.api.app import _run_loops
 from nubes.controller.bootstrap import initialise
 from nubes.domain.errors import GenerationConflict
 from nubes.store import inline
@@ -213,6 +214,49 @@ def test_a_request_cancelled_while_waiting_gives_the_turn_back(cloud):
         asyncio.run(main(leave))
     # the abandoned wait got the turn once the holder left, and handed it straight back
     assert another_writer_gets_the_turn(db), "the cancelled request kept the write turn"
+
+
+@sqlite_only
+def test_commits_leave_the_log_to_the_checkpointer(tmp_path):
+    """A commit does not copy the write-ahead log into the database file (and fsync it)
+    while it holds the write turn: the controller's loop does, with :meth:`checkpoint`."""
+    db = Database(f"sqlite:///{tmp_path}/wal.db")
+    main = tmp_path / "wal.db"
+    try:
+        with db.transaction() as s:
+            s.execute(text("CREATE TABLE blobs (data BLOB)"))
+        before = main.stat().st_size
+        for _ in range(12):  # 12 x 512 KiB: 1,536 pages, past SQLite's default of 1,000
+            with db.transaction() as s:
+                s.execute(text("INSERT INTO blobs VALUES (zeroblob(524288))"))
+        assert main.stat().st_size == before, "a commit checkpointed in the write turn"
+        db.checkpoint()
+        assert main.stat().st_size >= 12 * 524288
+        with db.read() as s:
+            assert s.execute(text("SELECT count(*) FROM blobs")).scalar() == 12
+    finally:
+        db.dispose()
+
+
+def test_the_controller_loops_checkpoint_the_log(cloud, monkeypatch):
+    checkpointed = threading.Event()
+    monkeypatch.setattr(cloud.services.db, "checkpoint", checkpointed.set)
+
+    async def main() -> None:
+        loops = asyncio.create_task(_run_loops(cloud.services))
+        try:
+            for _ in range(100):
+                if "wal-checkpoint" in cloud.services.loops:
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            loops.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await loops
+
+    asyncio.run(main())
+    assert checkpointed.is_set()
+    assert "wal-checkpoint" in cloud.services.loops
 
 
 def another_writer_gets_the_turn(db: Database) -> bool:

@@ -45,12 +45,14 @@ LOOP_SECONDS = 2.0
 
 async def _run_loops(services: Services) -> None:
     """The controller's own loops: hosts that missed heartbeats go to error, overdue
-    instance tasks go to error. Idempotent and cheap, so every controller may run them."""
+    instance tasks go to error, SQLite's log is checkpointed outside the write turn.
+    Idempotent and cheap, so every controller may run them."""
     loops: dict[str, Callable[[], object]] = {
         "heartbeat-writer": services.hosts.flush_heartbeats,
         "host-monitor": services.hosts.check_heartbeats,
         "host-credentials": services.hosts.revalidate_credentials,
         "task-deadlines": services.instances.expire_tasks,
+        "wal-checkpoint": services.db.checkpoint,
     }
     while True:
         for name, step in loops.items():
