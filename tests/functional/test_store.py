@@ -217,6 +217,18 @@ def test_a_request_cancelled_while_waiting_gives_the_turn_back(cloud):
 
 
 @sqlite_only
+def test_a_turn_that_comes_after_its_loop_closed_is_given_back(cloud):
+    """The waiting thread hands the turn to the request's loop; a loop gone meanwhile (a
+    worker shutting down) cannot take it, so the thread gives it back."""
+    db = cloud.services.db
+    loop = asyncio.new_event_loop()
+    handed = loop.create_future()
+    loop.close()
+    db._wait_for_turn(loop, handed)
+    assert another_writer_gets_the_turn(db), "the turn was kept for a closed loop"
+
+
+@sqlite_only
 def test_commits_leave_the_log_to_the_checkpointer(tmp_path):
     """A commit does not copy the write-ahead log into the database file (and fsync it)
     while it holds the write turn: the controller's loop does, with :meth:`checkpoint`."""
