@@ -30,6 +30,7 @@ from nubes.api.app import create_app
 from nubes.api.services import Services
 from nubes.compute.notify import Peers
 from nubes.config import Settings
+from nubes.controller.wire import OneWriteHttpProtocol
 
 log = logging.getLogger("nubes.controller")
 
@@ -70,6 +71,7 @@ def _run_worker(settings: Settings, sock: socket.socket | None, peers: Peers | N
         log_level=settings.log_level,
         access_log=False,
         server_header=False,
+        http=OneWriteHttpProtocol,
     )
     try:
         uvicorn.Server(config).run(sockets=[sock] if sock is not None else None)
