@@ -224,7 +224,7 @@ def test_a_turn_that_comes_after_its_loop_closed_is_given_back(cloud):
     loop = asyncio.new_event_loop()
     handed = loop.create_future()
     loop.close()
-    db._wait_for_turn(loop, handed)
+    db._wait_for_turn(loop, handed, None)
     assert another_writer_gets_the_turn(db), "the turn was kept for a closed loop"
 
 

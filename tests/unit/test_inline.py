@@ -100,3 +100,39 @@ def test_each_run_is_its_own_owner_on_one_thread() -> None:
         assert inline.owner() not in owners
 
     asyncio.run(main())
+
+
+def test_resume_runs_the_code_on_from_a_callback_at_once() -> None:
+    """A wait ended by :func:`inline.resume` goes on inside the callback that ends it, not
+    on a later pass of the loop; what it does next (suspend again, return, raise) reaches
+    its :func:`inline.run` as usual."""
+    order: list[str] = []
+    owner: list[object] = []
+
+    def sync_code(waited: asyncio.Future[object], fail: bool) -> str:
+        owner.append(inline.owner())
+        inline.suspend(waited)
+        order.append("resumed")
+        assert asyncio.current_task() is None  # inside the callback, not the task
+        inline.suspend(asyncio.sleep(0))  # and it may wait again afterwards
+        if fail:
+            raise ValueError("after the resume")
+        return "done"
+
+    async def main(fail: bool) -> str:
+        loop = asyncio.get_running_loop()
+        waited: asyncio.Future[object] = loop.create_future()
+        task = asyncio.create_task(inline.run(sync_code, waited, fail))
+        await asyncio.sleep(0)
+
+        def callback() -> None:
+            inline.resume(owner.pop(), waited)
+            order.append("callback returned")
+
+        loop.call_soon(callback)
+        return await task
+
+    assert asyncio.run(main(False)) == "done"
+    assert order == ["resumed", "callback returned"]
+    with pytest.raises(ValueError, match="after the resume"):
+        asyncio.run(main(True))

@@ -139,7 +139,7 @@ class Database:
             self._writer_depth += 1  # a nested write transaction: the turn is already ours
             return
         if inline.suspendable():
-            inline.suspend(self._take_turn_inline())
+            self._take_turn_inline()
         else:
             self._take_turn()
         self._writer_owner, self._writer_depth = me, 1
@@ -185,38 +185,40 @@ class Database:
             self._lock_fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
         return self._lock_fd
 
-    async def _take_turn_inline(self) -> None:
+    def _take_turn_inline(self) -> None:
         """The write turn for a request run inline on the event loop: after the loop's
         earlier requests, then at once if free, else waited for in a thread (one per loop at
-        a time) while the loop serves others. The thread hands the turn straight to the
-        waiting future (one wake-up of the loop, not three: under load each pass through the
-        loop's queue is time the turn is held with no one writing). Cancelled meanwhile, the
-        turn is given back as soon as it comes."""
+        a time) while the loop serves others. The thread hands the turn to the request on
+        the loop, which runs the request's transaction at once (:func:`inline.resume`): every
+        pass through the loop's queue meanwhile would be time the turn is held with no one
+        writing. Cancelled meanwhile, the turn is given back as soon as it comes."""
         loop = asyncio.get_running_loop()
         queue = self._loop_queues.get(loop)
         if queue is None:
             queue = self._loop_queues[loop] = asyncio.Lock()
-        await queue.acquire()
+        inline.suspend(queue.acquire())
         try:
             if not self._take_turn(wait=False):
-                handed: asyncio.Future[None] = loop.create_future()
-                self._turn_waiters.submit(self._wait_for_turn, loop, handed)
-                await handed
+                handed: asyncio.Future[Any] = loop.create_future()
+                self._turn_waiters.submit(self._wait_for_turn, loop, handed, inline.owner())
+                inline.suspend(handed)
         except BaseException:
             queue.release()
             raise
         self._writer_queue = queue
 
-    def _wait_for_turn(self, loop: asyncio.AbstractEventLoop, handed: asyncio.Future[None]) -> None:
-        """In a waiting thread: take the turn, then hand it to ``handed`` on its loop."""
+    def _wait_for_turn(
+        self, loop: asyncio.AbstractEventLoop, handed: asyncio.Future[Any], request: object
+    ) -> None:
+        """In a waiting thread: take the turn, then hand it to ``request`` on its loop."""
         try:
             self._take_turn()
         except BaseException as exc:
             with contextlib.suppress(RuntimeError):  # the loop is closed: no one to tell
-                loop.call_soon_threadsafe(_hand_over, self, handed, exc)
+                loop.call_soon_threadsafe(_hand_over, self, handed, request, exc)
             return
         try:
-            loop.call_soon_threadsafe(_hand_over, self, handed, None)
+            loop.call_soon_threadsafe(_hand_over, self, handed, request, None)
         except RuntimeError:  # the loop closed while this waited: nobody will write
             self._give_back()
 
@@ -327,13 +329,15 @@ def _configure_sqlite(engine: Engine) -> None:
         conn.exec_driver_sql(conn.get_execution_options().get("sqlite_begin", "BEGIN"))
 
 
-def _hand_over(db: Database, handed: asyncio.Future[None], error: BaseException | None) -> None:
-    """On the waiting request's loop: the turn (or why not) to the request, or back at once
-    if the request was cancelled meanwhile."""
+def _hand_over(
+    db: Database, handed: asyncio.Future[Any], request: object, error: BaseException | None
+) -> None:
+    """On the waiting request's loop: run the request on with the turn (or raise why not in
+    it), or give the turn back at once if the request was cancelled meanwhile."""
     if handed.cancelled():
         if error is None:
             db._give_back()
     elif error is not None:
         handed.set_exception(error)
     else:
-        handed.set_result(None)
+        inline.resume(request, handed)

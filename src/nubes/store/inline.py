@@ -20,8 +20,10 @@ in-process CPU work, but PostgreSQL's wait on the network and on row locks, so
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 from greenlet import getcurrent, greenlet
@@ -44,8 +46,35 @@ async def run(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         except BaseException as exc:  # the waiter failed or was cancelled: raise it in fn
             result = child.throw(exc)
         else:
-            result = child.switch(value)
+            if isinstance(value, _Ran):  # already resumed by :func:`resume`
+                if value.error is not None:
+                    raise value.error
+                result = value.value
+            else:
+                result = child.switch(value)
     return cast("T", result)
+
+
+@dataclass(frozen=True, slots=True)
+class _Ran:
+    """What came of a :func:`resume`: the code suspended again on ``value``, or ended
+    returning ``value``, or raised ``error``."""
+
+    value: Any = None
+    error: BaseException | None = None
+
+
+def resume(child: object, waited: asyncio.Future[Any]) -> None:
+    """From a callback on the loop: resume ``child`` (an :func:`owner`, suspended on the
+    future ``waited``) now, rather than when its task next runs (one more pass through the
+    loop's queue), and hand what came of it to its :func:`run` through ``waited``. For a
+    wait whose end is worth more than a pass: the database's write turn, held meanwhile."""
+    assert isinstance(child, _Inline)
+    try:
+        ran = _Ran(child.switch(None))
+    except BaseException as exc:
+        ran = _Ran(error=exc)
+    waited.set_result(ran)
 
 
 def suspendable() -> bool:
