@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import bindparam, delete, func, select
 from sqlalchemy.orm import Session
 
 from nubes.domain.context import RequestContext
@@ -97,16 +97,20 @@ def group_view(session: Session, group_id: str) -> GroupView:
     )
 
 
+#: an instance's group, built once: every delete asks (almost always to hear "none")
+_GROUP_OF = select(ServerGroupMember.group_id).where(
+    ServerGroupMember.instance_id == bindparam("instance_id")
+)
+
+
 def remove_member(session: Session, instance_id: str) -> bool:
     """Drop an instance's membership and give its ``server_group_members`` quota back; call
     it in the transaction that deletes the instance (instances are soft-deleted, so the
     foreign-key cascade never fires). False when it was in no group."""
-    link = session.scalar(
-        select(ServerGroupMember).where(ServerGroupMember.instance_id == instance_id)
-    )
-    if link is None:
+    group_id = session.scalar(_GROUP_OF, {"instance_id": instance_id})
+    if group_id is None:
         return False
-    group = session.get(ServerGroup, link.group_id)
+    group = session.get(ServerGroup, group_id)
     gone = session.execute(
         delete(ServerGroupMember)
         .where(ServerGroupMember.instance_id == instance_id)
