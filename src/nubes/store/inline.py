@@ -11,7 +11,9 @@ iteration with the hot paths run here instead.
 without yielding, except where it calls :func:`suspend` with an awaitable (the database's
 write turn, when another writer holds it): then the greenlet parks, the loop serves other
 requests, and the function resumes with the awaitable's result. SQLAlchemy's asyncio layer is
-built on the same idea.
+built on the same idea. Where the end of a wait is worth more than a pass through the loop's
+queue (the write turn, held meanwhile), whoever ends it may :func:`resume` the function right
+there, from its callback.
 
 Only code whose every wait goes through :func:`suspend` may run here: SQLite statements are
 in-process CPU work, but PostgreSQL's wait on the network and on row locks, so
