@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 import stat
 import threading
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ from sqlalchemy import select, text, update
 
 from nubes.api.app import _run_loops
 from nubes.controller.bootstrap import initialise
-from nubes.domain.errors import GenerationConflict
+from nubes.domain.errors import GenerationConflict, Unavailable
 from nubes.store import inline
 from nubes.store.cas import compare_and_swap
 from nubes.store.db import Database
@@ -226,6 +227,27 @@ def test_a_turn_that_comes_after_its_loop_closed_is_given_back(cloud):
     loop.close()
     db._wait_for_turn(loop, handed, None)
     assert another_writer_gets_the_turn(db), "the turn was kept for a closed loop"
+
+
+@sqlite_only
+def test_a_begin_the_database_refuses_is_unavailable_not_a_crash(tmp_path, monkeypatch):
+    """BEGIN goes to pysqlite directly; its failure (here: another program holds SQLite's
+    lock past the busy timeout) is still the 503 every database error is."""
+    monkeypatch.setattr("nubes.store.db.SQLITE_BUSY_TIMEOUT_MS", 50)
+    db = Database(f"sqlite:///{tmp_path}/busy.db")
+    other = sqlite3.connect(tmp_path / "busy.db", isolation_level=None)
+    try:
+        with db.transaction() as s:
+            s.execute(text("CREATE TABLE t (a)"))
+        other.execute("BEGIN IMMEDIATE")
+        with pytest.raises(Unavailable, match="database is locked"), db.transaction() as s:
+            s.execute(text("INSERT INTO t VALUES (1)"))
+        other.execute("ROLLBACK")
+        with db.transaction() as s:
+            s.execute(text("INSERT INTO t VALUES (2)"))
+    finally:
+        other.close()
+        db.dispose()
 
 
 @sqlite_only
