@@ -225,6 +225,27 @@ def test_a_release_reaches_the_snapshot_so_the_next_claim_does_not_lose(
     assert (stored.allocated_vcpus, stored.instance_count) == (1, 1)
 
 
+def test_a_create_brings_the_snapshots_pending_writes_in_before_its_write_turn(
+    cloud: Any, image: str, host: dict[str, str], slow_snapshots: HostSnapshots,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """Merging this process's claims into the snapshot rebuilds columns: work that every
+    writer of every worker would wait for if it were done holding the write turn."""
+    merged_holding_the_turn: list[bool] = []
+    merge = HostSnapshots._merge
+
+    def watched(self: HostSnapshots) -> None:
+        merged_holding_the_turn.append(cloud.services.db.holds_write_turn())
+        merge(self)
+
+    monkeypatch.setattr(HostSnapshots, "_merge", watched)
+    boot(cloud, "vm1")  # its claim is pending in the snapshot
+    merged_holding_the_turn.clear()
+    second = boot(cloud, "vm2")
+    assert second["state"] == "scheduled"
+    assert merged_holding_the_turn == [False]
+
+
 def test_the_snapshot_takes_a_write_only_onto_the_version_it_was_made_from(
     cloud: Any, host: dict[str, str], slow_snapshots: HostSnapshots
 ) -> None:

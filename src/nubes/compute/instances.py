@@ -254,6 +254,7 @@ class InstanceService:
         # queues on. The instance copies what it uses of them (sizes, key): a flavor, image or
         # keypair deleted meanwhile is as if deleted just after this create (no foreign key).
         self.snapshots.prefetch(self.core.db.read)
+        self.snapshots.settle()
         with self.core.db.read() as session:
             size = find_flavor(session, ctx, flavor)
             img = _find_image(session, ctx, image)
