@@ -42,7 +42,7 @@ class HeadWithBody:
                 return
             self._transport.write(head)
             self._transport.write(data)
-        elif data.startswith(b"HTTP/") and data.endswith(b"\r\n\r\n"):
+        elif isinstance(data, bytes) and data.startswith(b"HTTP/") and data.endswith(b"\r\n\r\n"):
             self._head = data
             self._loop.call_soon(self.flush)
         else:
