@@ -229,7 +229,12 @@ def test_a_turn_that_comes_after_its_loop_closed_is_given_back(cloud):
     assert another_writer_gets_the_turn(db), "the turn was kept for a closed loop"
 
 
-@sqlite_only
+sqlite_engine_only = pytest.mark.skipif(
+    engine_name() != "sqlite", reason="checkpoints and BEGIN IMMEDIATE are SQLite's own"
+)
+
+
+@sqlite_engine_only
 def test_a_begin_the_database_refuses_is_unavailable_not_a_crash(tmp_path, monkeypatch):
     """BEGIN goes to pysqlite directly; its failure (here: another program holds SQLite's
     lock past the busy timeout) is still the 503 every database error is."""
@@ -250,7 +255,7 @@ def test_a_begin_the_database_refuses_is_unavailable_not_a_crash(tmp_path, monke
         db.dispose()
 
 
-@sqlite_only
+@sqlite_engine_only
 def test_commits_leave_the_log_to_the_checkpointer(tmp_path):
     """A commit does not copy the write-ahead log into the database file (and fsync it)
     while it holds the write turn: the controller's loop does, with :meth:`checkpoint`."""
