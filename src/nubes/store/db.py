@@ -9,7 +9,6 @@ guarded by conditional updates and unique constraints, never by hoping.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import fcntl
 import functools
 import os
@@ -210,17 +209,18 @@ class Database:
     def _wait_for_turn(
         self, loop: asyncio.AbstractEventLoop, handed: asyncio.Future[Any], request: object
     ) -> None:
-        """In a waiting thread: take the turn, then hand it to ``request`` on its loop."""
+        """In a waiting thread: take the turn (or fail to), then hand it to ``request`` on
+        its loop."""
+        error: BaseException | None = None
         try:
             self._take_turn()
         except BaseException as exc:
-            with contextlib.suppress(RuntimeError):  # the loop is closed: no one to tell
-                loop.call_soon_threadsafe(_hand_over, self, handed, request, exc)
-            return
+            error = exc
         try:
-            loop.call_soon_threadsafe(_hand_over, self, handed, request, None)
+            loop.call_soon_threadsafe(_hand_over, self, handed, request, error)
         except RuntimeError:  # the loop closed while this waited: nobody will write
-            self._give_back()
+            if error is None:
+                self._give_back()
 
     async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run ``fn`` (service code using this database) from the event loop: inline on
