@@ -217,6 +217,110 @@ def test_a_request_cancelled_while_waiting_gives_the_turn_back(cloud):
     assert another_writer_gets_the_turn(db), "the cancelled request kept the write turn"
 
 
+def count_give_backs(db: Database, monkeypatch: pytest.MonkeyPatch) -> list[None]:
+    """How often requests run inline give the write turn back to the other processes (and
+    to the threads: the controller's loops write meanwhile, and are not counted)."""
+    given: list[None] = []
+    give_back = db._give_back
+
+    def counted() -> None:
+        if inline.suspendable():
+            given.append(None)
+        give_back()
+
+    monkeypatch.setattr(db, "_give_back", counted)
+    return given
+
+
+async def queued_writers(db: Database, leave: threading.Event, count: int) -> list[str]:
+    """``count`` requests of this loop queued for the turn a thread holds, then let in."""
+    order: list[str] = []
+
+    def write(name: str) -> None:
+        with db.transaction():
+            order.append(name)
+
+    writers = [asyncio.create_task(db.call(write, f"w{i}")) for i in range(count)]
+    await asyncio.sleep(0.05)  # all queued: the first waits in a thread for the file lock
+    leave.set()
+    await asyncio.wait_for(asyncio.gather(*writers), 10)
+    return order
+
+
+@sqlite_only
+def test_a_loop_keeps_the_turn_for_its_next_queued_request(cloud, monkeypatch):
+    """A request that ends its write while others of its loop wait hands them the turn
+    directly: the file lock goes back to the other processes once, not once per request."""
+    db = cloud.services.db
+    monkeypatch.setattr("nubes.store.db.KEEP_TURN_SECONDS", 60.0)
+    with turn_held_by_a_thread(db) as leave:
+        given = count_give_backs(db, monkeypatch)
+        order = asyncio.run(queued_writers(db, leave, 3))
+    assert order == ["w0", "w1", "w2"]
+    assert len(given) == 1, "the turn went back to the other processes between requests"
+    assert another_writer_gets_the_turn(db)
+
+
+@sqlite_only
+def test_a_loop_keeps_the_turn_no_longer_than_its_share(cloud, monkeypatch):
+    """Past KEEP_TURN_SECONDS the turn goes back to the other processes between requests."""
+    db = cloud.services.db
+    monkeypatch.setattr("nubes.store.db.KEEP_TURN_SECONDS", 0.0)
+    with turn_held_by_a_thread(db) as leave:
+        given = count_give_backs(db, monkeypatch)
+        order = asyncio.run(queued_writers(db, leave, 3))
+    assert order == ["w0", "w1", "w2"]
+    assert len(given) == 3
+
+
+@sqlite_only
+def test_a_kept_turn_handed_to_a_request_just_cancelled_goes_on(cloud, monkeypatch):
+    """The request a kept turn was handed to is cancelled before it runs: the turn goes to
+    the next request of the loop, and back to the other processes after the last."""
+    db = cloud.services.db
+    monkeypatch.setattr("nubes.store.db.KEEP_TURN_SECONDS", 60.0)
+    order: list[str] = []
+    tasks: dict[str, asyncio.Task[None]] = {}
+
+    def first() -> None:
+        with db.transaction():
+            order.append("first")
+            inline.suspend(asyncio.sleep(0.05))  # the others queue meanwhile
+        tasks["second"].cancel()  # handed the turn, not yet run
+
+    def write(name: str) -> None:
+        with db.transaction():
+            order.append(name)
+
+    async def main() -> None:
+        tasks["first"] = asyncio.create_task(db.call(first))
+        await asyncio.sleep(0.01)
+        tasks["second"] = asyncio.create_task(db.call(write, "second"))
+        tasks["third"] = asyncio.create_task(db.call(write, "third"))
+        await asyncio.wait_for(asyncio.gather(tasks["first"], tasks["third"]), 10)
+        with pytest.raises(asyncio.CancelledError):
+            await tasks["second"]
+
+    asyncio.run(main())
+    assert order == ["first", "third"]
+    assert another_writer_gets_the_turn(db), "the kept turn was lost with the cancelled request"
+
+    # and with no one after it, the cancelled request gives the turn back itself
+    order.clear()
+
+    async def alone() -> None:
+        tasks["first"] = asyncio.create_task(db.call(first))
+        await asyncio.sleep(0.01)
+        tasks["second"] = asyncio.create_task(db.call(write, "second"))
+        await asyncio.wait_for(tasks["first"], 10)
+        with pytest.raises(asyncio.CancelledError):
+            await tasks["second"]
+
+    asyncio.run(alone())
+    assert order == ["first"]
+    assert another_writer_gets_the_turn(db), "the kept turn was lost with the cancelled request"
+
+
 @sqlite_only
 def test_a_turn_that_comes_after_its_loop_closed_is_given_back(cloud):
     """The waiting thread hands the turn to the request's loop; a loop gone meanwhile (a

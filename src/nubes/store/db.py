@@ -14,6 +14,8 @@ import functools
 import os
 import sqlite3
 import threading
+import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
@@ -38,7 +40,55 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 #: more. The controller checkpoints from its ``wal-checkpoint`` loop instead, outside the
 #: turn (:meth:`Database.checkpoint`); this is the ceiling when nothing does (40 MB).
 SQLITE_AUTOCHECKPOINT_PAGES = 10_000
+#: A request of an event loop that ends its write while another request of the same loop
+#: waits hands the turn straight to it, without the file lock going to another process in
+#: between, until the turn has been this process's for this long (then the other workers
+#: get their go). A hand-over between processes costs a thread's wake-up and a pass of the
+#: other loop with the turn held and no one writing; within a loop, one pass.
+KEEP_TURN_SECONDS = 0.004
 T = TypeVar("T")
+
+
+class _LoopQueue:
+    """The requests of one event loop that want the write turn, one at a time, in order.
+    Each enters (waiting behind the one in), then takes the turn, then leaves: handing the
+    queue to the next, and the turn with it when it is kept (:data:`KEEP_TURN_SECONDS`)."""
+
+    __slots__ = ("busy", "waiters")
+
+    def __init__(self) -> None:
+        self.busy = False
+        #: each resolves to whether the turn comes with the queue
+        self.waiters: deque[asyncio.Future[bool]] = deque()
+
+    def enter(self, db: Database) -> bool:
+        """In a request run inline: wait for the queue. True when the request before kept
+        the turn for this one."""
+        if not self.busy:
+            self.busy = True
+            return False
+        entered: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self.waiters.append(entered)
+        try:
+            return inline.suspend(entered)
+        except BaseException:
+            # cancelled just as the queue (and perhaps the turn) came: pass them on
+            if entered.done() and not entered.cancelled():
+                kept = entered.result()
+                if not self.leave(kept) and kept:
+                    db._give_back()
+            raise
+
+    def leave(self, keep: bool) -> bool:
+        """Hand the queue to the next request still waiting, with the turn if ``keep``.
+        True when the turn went on with it; otherwise the caller gives the turn back."""
+        while self.waiters:
+            entered = self.waiters.popleft()
+            if not entered.done():  # a cancelled one is done
+                entered.set_result(keep)
+                return keep
+        self.busy = False
+        return False
 
 
 @dataclass(frozen=True, eq=False)
@@ -78,14 +128,15 @@ class Database:
         #: flock of ``nubes.db.writer-lock``, which the kernel hands on the moment it is freed.
         #: The turn belongs to whoever runs the code (:func:`nubes.store.inline.owner`): a
         #: thread, or a request run inline on the event loop, which waits for its turn
-        #: without blocking the loop (the requests of one loop queue on an asyncio lock).
+        #: without blocking the loop (the requests of one loop queue in a :class:`_LoopQueue`).
         self._writer = threading.Lock()
         self._writer_owner: object | None = None
         self._writer_depth = 0
-        self._loop_queues: WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+        self._loop_queues: WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopQueue] = (
             WeakKeyDictionary()
         )
-        self._writer_queue: asyncio.Lock | None = None  # the loop queue the holder came by
+        self._writer_queue: _LoopQueue | None = None  # the loop queue the holder came by
+        self._turn_taken_at = 0.0  # when this process last took the turn from the others
         self._lock_fd: int | None = None
         #: threads that wait for the turn on behalf of the event loops' requests
         self._turn_waiters = ThreadPoolExecutor(8, thread_name_prefix="nubes-write-turn")
@@ -149,9 +200,12 @@ class Database:
             return
         self._writer_owner = None
         queue, self._writer_queue = self._writer_queue, None
-        self._give_back()
-        if queue is not None:
-            queue.release()
+        if queue is None:
+            self._give_back()
+            return
+        keep = time.monotonic() - self._turn_taken_at < KEEP_TURN_SECONDS
+        if not queue.leave(keep and bool(queue.waiters)):
+            self._give_back()
 
     def _take_turn(self, wait: bool = True) -> bool:
         """The process's lock, then the file lock: both, or neither. Without ``wait``, only
@@ -171,6 +225,7 @@ class Database:
         except BaseException:
             self._writer.release()
             raise
+        self._turn_taken_at = time.monotonic()
         return True
 
     def _give_back(self) -> None:
@@ -190,19 +245,20 @@ class Database:
         a time) while the loop serves others. The thread hands the turn to the request on
         the loop, which runs the request's transaction at once (:func:`inline.resume`): every
         pass through the loop's queue meanwhile would be time the turn is held with no one
-        writing. Cancelled meanwhile, the turn is given back as soon as it comes."""
+        writing. Cancelled meanwhile, the turn is given back as soon as it comes. The request
+        before on the same loop may have kept the turn for this one (:class:`_LoopQueue`)."""
         loop = asyncio.get_running_loop()
         queue = self._loop_queues.get(loop)
         if queue is None:
-            queue = self._loop_queues[loop] = asyncio.Lock()
-        inline.suspend(queue.acquire())
+            queue = self._loop_queues[loop] = _LoopQueue()
+        kept = queue.enter(self)
         try:
-            if not self._take_turn(wait=False):
+            if not kept and not self._take_turn(wait=False):
                 handed: asyncio.Future[Any] = loop.create_future()
                 self._turn_waiters.submit(self._wait_for_turn, loop, handed, inline.owner())
                 inline.suspend(handed)
         except BaseException:
-            queue.release()
+            queue.leave(False)
             raise
         self._writer_queue = queue
 
