@@ -19,6 +19,7 @@ import multiprocessing
 import os
 import signal
 import socket
+import sys
 import time
 from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
@@ -41,6 +42,10 @@ QUICK_EXITS = 3
 STOP_SECONDS = 10.0
 BIND_RETRY_SECONDS = 3.0
 PR_SET_PDEATHSIG = 1
+#: how long a worker's thread may run before another that wants the GIL gets it (CPython's
+#: default is 5 ms). Measured on the boot+delete storm, with the loop keeping the turn:
+#: medians 101.9 → 106.8/s, 4 interleaved pairs.
+GIL_SWITCH_SECONDS = 0.0005
 
 
 def serve(settings: Settings) -> None:
@@ -62,6 +67,9 @@ def serve(settings: Settings) -> None:
 
 
 def _run_worker(settings: Settings, sock: socket.socket | None, peers: Peers | None) -> None:
+    # the threads that wait for SQLite's write turn need the GIL to hand the turn to this
+    # loop; CPython's default lets a busy loop keep it 5 ms while the turn sits idle
+    sys.setswitchinterval(GIL_SWITCH_SECONDS)
     services = Services.build(settings, peers=peers)
     app = create_app(services)
     config = uvicorn.Config(
