@@ -262,6 +262,30 @@ def test_a_loop_keeps_the_turn_for_its_next_queued_request(cloud, monkeypatch):
 
 
 @sqlite_only
+def test_a_kept_turn_runs_the_next_request_before_anything_else_on_the_loop(cloud, monkeypatch):
+    """A pass of the loop would be time the turn is held with no one writing."""
+    db = cloud.services.db
+    monkeypatch.setattr("nubes.store.db.KEEP_TURN_SECONDS", 60.0)
+    order: list[str] = []
+
+    def write(name: str, pause: float) -> None:
+        with db.transaction():
+            order.append(name)
+            if pause:
+                inline.suspend(asyncio.sleep(pause))  # the second queues meanwhile
+                asyncio.get_running_loop().call_soon(order.append, "the loop")
+
+    async def main() -> None:
+        first = asyncio.create_task(db.call(write, "first", 0.05))
+        await asyncio.sleep(0.01)
+        await asyncio.wait_for(asyncio.gather(first, db.call(write, "second", 0)), 10)
+
+    asyncio.run(main())
+    assert order == ["first", "second", "the loop"]
+    assert another_writer_gets_the_turn(db)
+
+
+@sqlite_only
 def test_a_loop_keeps_the_turn_no_longer_than_its_share(cloud, monkeypatch):
     """Past KEEP_TURN_SECONDS the turn goes back to the other processes between requests."""
     db = cloud.services.db

@@ -136,3 +136,41 @@ def test_resume_runs_the_code_on_from_a_callback_at_once() -> None:
     assert order == ["resumed", "callback returned"]
     with pytest.raises(ValueError, match="after the resume"):
         asyncio.run(main(True))
+
+
+def test_after_switch_runs_the_moment_the_code_suspends_ends_or_raises() -> None:
+    """Before anything the loop had queued meanwhile, and on from callbacks it left for then
+    (each once, in order)."""
+    order: list[str] = []
+
+    def code(name: str, then: str, fail: bool = False) -> None:
+        loop = asyncio.get_running_loop()
+        loop.call_soon(order.append, f"{name}: loop")
+        inline.after_switch(lambda: order.append(f"{name}: {then}"))
+        inline.after_switch(lambda: inline.after_switch(lambda: order.append(f"{name}: more")))
+        if fail:
+            raise RuntimeError(name)
+        if then == "suspended":
+            inline.suspend(asyncio.sleep(0))
+            order.append(f"{name}: resumed")
+
+    async def main() -> None:
+        await inline.run(code, "a", "ended")
+        await inline.run(code, "b", "suspended")
+        with pytest.raises(RuntimeError):
+            await inline.run(code, "c", "raised", fail=True)
+        await asyncio.sleep(0)
+
+    asyncio.run(main())
+    assert order == [
+        "a: ended",
+        "a: more",
+        "b: suspended",
+        "b: more",
+        "a: loop",
+        "b: loop",
+        "b: resumed",
+        "c: raised",
+        "c: more",
+        "c: loop",
+    ]

@@ -52,14 +52,16 @@ T = TypeVar("T")
 class _LoopQueue:
     """The requests of one event loop that want the write turn, one at a time, in order.
     Each enters (waiting behind the one in), then takes the turn, then leaves: handing the
-    queue to the next, and the turn with it when it is kept (:data:`KEEP_TURN_SECONDS`)."""
+    queue to the next, and the turn with it when it is kept (:data:`KEEP_TURN_SECONDS`).
+    A request handed a kept turn runs on the moment the one before suspends or ends
+    (:func:`inline.after_switch`), not a pass of the loop later."""
 
     __slots__ = ("busy", "waiters")
 
     def __init__(self) -> None:
         self.busy = False
-        #: each resolves to whether the turn comes with the queue
-        self.waiters: deque[asyncio.Future[bool]] = deque()
+        #: each resolves to whether the turn comes with the queue; with the request's owner
+        self.waiters: deque[tuple[asyncio.Future[bool], object]] = deque()
 
     def enter(self, db: Database) -> bool:
         """In a request run inline: wait for the queue. True when the request before kept
@@ -68,27 +70,39 @@ class _LoopQueue:
             self.busy = True
             return False
         entered: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self.waiters.append(entered)
+        self.waiters.append((entered, inline.owner()))
         try:
             return inline.suspend(entered)
         except BaseException:
             # cancelled just as the queue (and perhaps the turn) came: pass them on
             if entered.done() and not entered.cancelled():
                 kept = entered.result()
-                if not self.leave(kept) and kept:
+                if not self.leave(db, kept) and kept:
                     db._give_back()
             raise
 
-    def leave(self, keep: bool) -> bool:
+    def leave(self, db: Database, keep: bool) -> bool:
         """Hand the queue to the next request still waiting, with the turn if ``keep``.
         True when the turn went on with it; otherwise the caller gives the turn back."""
         while self.waiters:
-            entered = self.waiters.popleft()
-            if not entered.done():  # a cancelled one is done
-                entered.set_result(keep)
-                return keep
+            entered, request = self.waiters.popleft()
+            if entered.done():  # cancelled
+                continue
+            if keep:
+                inline.after_switch(functools.partial(self._run_on, db, entered, request))
+            else:
+                entered.set_result(False)
+            return keep
         self.busy = False
         return False
+
+    def _run_on(self, db: Database, entered: asyncio.Future[bool], request: object) -> None:
+        """Run on the request handed the kept turn; cancelled meanwhile, pass it on."""
+        if entered.done():
+            if not self.leave(db, True):
+                db._give_back()
+        else:
+            inline.resume(request, entered, True)
 
 
 @dataclass(frozen=True, eq=False)
@@ -204,7 +218,7 @@ class Database:
             self._give_back()
             return
         keep = time.monotonic() - self._turn_taken_at < KEEP_TURN_SECONDS
-        if not queue.leave(keep and bool(queue.waiters)):
+        if not queue.leave(self, keep and bool(queue.waiters)):
             self._give_back()
 
     def _take_turn(self, wait: bool = True) -> bool:
@@ -258,7 +272,7 @@ class Database:
                 self._turn_waiters.submit(self._wait_for_turn, loop, handed, inline.owner())
                 inline.suspend(handed)
         except BaseException:
-            queue.leave(False)
+            queue.leave(self, False)
             raise
         self._writer_queue = queue
 
