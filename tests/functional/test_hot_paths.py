@@ -565,3 +565,41 @@ def test_the_boot_and_delete_path_runs_inline_on_sqlite_and_in_threads_elsewhere
     assert ran == dict.fromkeys(
         ["validate", "create", "authenticate", "report", "delete"], expected
     )
+
+
+def test_a_refresh_reads_again_only_the_hosts_changed_since_it_read_them(cloud, host, monkeypatch):
+    """Rows changed within REFRESH_OVERLAP of the newest seen are looked at again (a write may
+    commit late); their updated_at and generation tell which did change since, and only those
+    are read whole (their JSON decoded) and rebuilt."""
+    snapshots = HostSnapshots(cloud.services.settings)
+    viewed: list[str] = []
+    view = placement._view
+
+    def counted(row: Any, scheduling: Any) -> Any:
+        viewed.append(row.id)
+        return view(row, scheduling)
+
+    monkeypatch.setattr(placement, "_view", counted)
+    db = cloud.services.db
+    with db.read() as session:
+        snapshots.refresh(session)
+    assert host["id"] in viewed
+    viewed.clear()
+    with db.read() as session:
+        snapshots.refresh(session)  # the host is within the overlap, unchanged
+    assert host["id"] not in viewed
+    with db.transaction() as session:  # updated_at moves with every update
+        session.execute(update(Host).where(Host.id == host["id"]).values(metrics={"load": 3.0}))
+    with db.read() as session:
+        snapshot = snapshots.refresh(session)
+    assert viewed == [host["id"]]
+    view_now = snapshot.host(host["id"])
+    assert view_now is not None
+    assert view_now.metrics == {"load": 3.0}
+    with db.transaction() as session:  # a claim: the generation moves too
+        session.execute(
+            update(Host).where(Host.id == host["id"]).values(generation=Host.generation + 1)
+        )
+    with db.read() as session:
+        snapshots.refresh(session)
+    assert viewed == [host["id"]] * 2

@@ -42,6 +42,9 @@ MAX_ATTEMPTS = 8
 #: may commit after one that started later (updated_at is the writer's clock, not the commit's).
 REFRESH_OVERLAP = timedelta(seconds=2)
 
+_STAMPS_SINCE = select(Host.id, Host.updated_at, Host.generation).where(
+    Host.updated_at >= bindparam("since")
+)
 _HOST_COLUMNS = (
     Host.id,
     Host.name,
@@ -116,6 +119,9 @@ class HostSnapshots:
         self._lock = threading.Lock()
         self._snapshot = Snapshot.build(())
         self._newest: datetime | None = None  # the newest updated_at read so far
+        #: each host's updated_at and generation as last read: a row changed within
+        #: REFRESH_OVERLAP but not since is not read (nor its JSON decoded) again
+        self._stamps: dict[str, tuple[datetime, int]] = {}
         self._read_at = 0.0  # monotonic time of the last refresh
         #: this process's claims and releases not yet in the snapshot, in order: merged at
         #: its next use, one rebuild of its columns for all (a rebuild costs more than a claim)
@@ -174,10 +180,14 @@ class HostSnapshots:
         full = newest is None
         if newest is not None:
             since = newest - REFRESH_OVERLAP
-            rows = session.execute(select(*_HOST_COLUMNS).where(Host.updated_at >= since)).all()
+            stamps = session.execute(_STAMPS_SINCE, {"since": since}).all()
             total = session.scalar(select(func.count()).select_from(Host)) or 0
             # a host deleted (by anyone) leaves no changed row behind: then read them all
-            full = len(known | {r.id for r in rows}) != total
+            full = len(known | {s.id for s in stamps}) != total
+            seen = self._stamps
+            changed = [s.id for s in stamps if seen.get(s.id) != (s.updated_at, s.generation)]
+            if changed and not full:
+                rows = session.execute(select(*_HOST_COLUMNS).where(Host.id.in_(changed))).all()
         if full:
             rows = session.execute(select(*_HOST_COLUMNS)).all()
         scheduling = effective_settings(
@@ -189,7 +199,9 @@ class HostSnapshots:
             # the version it was made from, so one the rows already show is skipped
             if full:
                 self._snapshot = Snapshot.build(views)
-            elif views:
+                self._stamps = {}
+            self._stamps.update((row.id, (row.updated_at, row.generation)) for row in rows)
+            if views and not full:
                 self._snapshot = self._snapshot.updated(views, ())
             self._merge()
             if rows:
@@ -234,6 +246,7 @@ class HostSnapshots:
         """Drop everything: the next use reads every host (after a rollback, say)."""
         with self._lock:
             self._snapshot, self._newest, self._read_at = Snapshot.build(()), None, 0.0
+            self._stamps = {}
             self._pending.clear()
 
 
