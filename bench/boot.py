@@ -48,6 +48,8 @@ parallelism = 1
 MARKER = "NUBES-TINY-BOOTED"
 #: simulated hosts whose heartbeats share one connection in the storm
 SHARD = 50
+#: times a simulated host sends a report the controller did not take
+REPORT_TRIES = 3
 
 
 def admin_client(url: str, state: Path) -> httpx.Client:
@@ -224,6 +226,8 @@ class Storm:
     running: dict[str, asyncio.Event] = field(default_factory=dict)
     gone: dict[str, asyncio.Event] = field(default_factory=dict)
     stop: asyncio.Event = field(default_factory=asyncio.Event)
+    #: reports the controller did not take, after the tries a real agent would make
+    failed_reports: list[str] = field(default_factory=list)
 
     def event(self, table: dict[str, asyncio.Event], key: str) -> asyncio.Event:
         return table.setdefault(key, asyncio.Event())
@@ -273,14 +277,33 @@ async def sim_host(storm: Storm, host: SimHost) -> None:
                 continue
             if host.reported.get(iid) == report["power"]:
                 continue
-            await host.http.request(
-                "POST", f"/v1/agent/instances/{iid}/report", body=report, headers=host.headers
-            )
+            if not await send_report(storm, host, iid, report):
+                continue
             host.reported[iid] = report["power"]
             storm.event(storm.running if report["power"] == "running" else storm.gone, iid).set()
         for iid in list(host.reported):
             if iid not in wanted:
                 host.reported.pop(iid)
+
+
+async def send_report(storm: Storm, host: SimHost, iid: str, report: dict[str, str]) -> bool:
+    """Whether the controller took the report (2xx), sent again a few times like the agent
+    would; an instance counts as running or gone only then."""
+    problem = ""
+    for _ in range(REPORT_TRIES):
+        try:
+            status, body = await host.http.request(
+                "POST", f"/v1/agent/instances/{iid}/report", body=report, headers=host.headers
+            )
+        except (HttpError, TimeoutError) as exc:
+            problem = repr(exc)
+        else:
+            if status < 300:
+                return True
+            problem = f"HTTP {status} {str(body)[:200]}"
+        await asyncio.sleep(0.2)
+    storm.failed_reports.append(f"{host.name}: report {report['power']} of {iid}: {problem}")
+    return False
 
 
 async def heartbeats(storm: Storm, hosts: list[SimHost], every: float) -> None:
@@ -407,6 +430,9 @@ async def storm_run(
     print(summary("boot + delete", totals))
     if failures:
         print(f"  first failure: {failures[0]}")
+    if storm.failed_reports:
+        print(f"  reports refused: {len(storm.failed_reports)}, first: {storm.failed_reports[0]}")
+        failures += storm.failed_reports
     p50 = percentile([b * 1000 for b in boots], 50) if boots else float("nan")
     rate_met = ok / wall >= 100 and not failures
     print(
