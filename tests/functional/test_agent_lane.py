@@ -175,6 +175,7 @@ def test_metrics_label_the_lane_routes_by_template(cloud, host):
 
 
 def test_verified_credentials_are_renewed_in_one_read_and_dropped_when_the_host_goes(cloud, host):
+    """One read of the due hosts' updated_at; a second of the rows that moved, whole."""
     # its own service: the app's loop renews the app's cache every 2 s, whatever the test does
     hosts = HostService(cloud.services.core)
     credential = host["Authorization"].removeprefix("Bearer ")
@@ -187,10 +188,17 @@ def test_verified_credentials_are_renewed_in_one_read_and_dropped_when_the_host_
     hosts._verified[credential] = (time.monotonic() + 1, cached)  # about to expire
     with statements_of_this_thread(cloud.services.db.engine, "SELECT") as selects:
         assert hosts.revalidate_credentials() == 1
-    assert len(selects) == 1
+    assert len(selects) == 2
     expiry, renewed = hosts._verified[credential]
     assert expiry > time.monotonic() + AUTH_CACHE_SECONDS - 1
     assert renewed.error == "seen"  # the host as it now is
+
+    hosts._verified[credential] = (time.monotonic() + 1, renewed)  # unchanged since
+    with statements_of_this_thread(cloud.services.db.engine, "SELECT") as selects:
+        assert hosts.revalidate_credentials() == 1
+    assert len(selects) == 1
+    assert hosts._verified[credential][1] is renewed  # its row not read nor rebuilt again
+    assert hosts._verified[credential][0] > time.monotonic() + AUTH_CACHE_SECONDS - 1
 
     with cloud.services.db.transaction() as session:  # deleted through another controller
         session.execute(delete(Host).where(Host.id == host["id"]))

@@ -238,20 +238,24 @@ class HostService:
         valid for another AUTH_CACHE_SECONDS, with the host as it now is; drop the others
         (host deleted, credential changed). A thousand agents' credentials then cost one read
         every pass instead of a read per credential every AUTH_CACHE_SECONDS (100 a second):
-        and a deleted host is still refused within AUTH_CACHE_SECONDS everywhere. Returns
-        how many were kept."""
+        and a deleted host is still refused within AUTH_CACHE_SECONDS everywhere. Only the
+        hosts whose ``updated_at`` moved are read whole: the others' rows are the ones held
+        (every write of a host row moves it). Returns how many were kept."""
         soon = time.monotonic() + RENEW_WITHIN_SECONDS
-        due = {c: hit[1].id for c, hit in list(self._verified.items()) if hit[0] < soon}
+        due = {c: hit[1] for c, hit in list(self._verified.items()) if hit[0] < soon}
         if not due:
             return 0
         with self.core.db.read() as session:
-            hosts = {
-                h.id: h for h in session.scalars(select(Host).where(Host.id.in_(set(due.values()))))
-            }
+            held = {h.id: h for h in due.values()}
+            stamps = session.execute(_STAMPS_OF, {"ids": list(held)}).all()
+            hosts = {hid: held[hid] for hid, stamp in stamps if stamp == held[hid].updated_at}
+            moved = [hid for hid, _ in stamps if hid not in hosts]
+            if moved:
+                hosts.update((h.id, h) for h in session.scalars(_HOSTS_OF, {"ids": moved}))
         until = time.monotonic() + AUTH_CACHE_SECONDS
         kept = 0
-        for credential, host_id in due.items():
-            host = hosts.get(host_id)
+        for credential, old in due.items():
+            host = hosts.get(old.id)
             if host is None or not _belongs(credential, host):
                 self._verified.pop(credential, None)
             else:
@@ -545,6 +549,10 @@ class HostService:
                 )
             )
         return rows
+
+
+_STAMPS_OF = select(Host.id, Host.updated_at).where(Host.id.in_(bindparam("ids", expanding=True)))
+_HOSTS_OF = select(Host).where(Host.id.in_(bindparam("ids", expanding=True)))
 
 
 def _belongs(credential: str, host: Host) -> bool:
