@@ -345,8 +345,25 @@ def test_a_turn_that_comes_after_its_loop_closed_is_given_back(cloud):
     loop = asyncio.new_event_loop()
     handed = loop.create_future()
     loop.close()
-    db._wait_for_turn(loop, handed, None)
+    db._wait_for_turn(loop, handed, None, threading.Event())
     assert another_writer_gets_the_turn(db), "the turn was kept for a closed loop"
+
+
+@sqlite_only
+def test_a_turn_that_comes_after_its_request_gave_up_is_given_back_by_the_thread(cloud):
+    """A request cancelled while its thread waits for the turn: the loop may never run the
+    hand-over (it ends right after, as a worker shutting down does), so the thread gives
+    the turn back itself. In a clean clone's suite the loop once ended first."""
+    db = cloud.services.db
+    loop = asyncio.new_event_loop()
+    try:
+        handed = loop.create_future()
+        abandoned = threading.Event()
+        abandoned.set()
+        db._wait_for_turn(loop, handed, None, abandoned)  # the loop never runs again
+        assert another_writer_gets_the_turn(db), "the turn went to a loop that never ran"
+    finally:
+        loop.close()
 
 
 sqlite_engine_only = pytest.mark.skipif(

@@ -269,23 +269,39 @@ class Database:
         try:
             if not kept and not self._take_turn(wait=False):
                 handed: asyncio.Future[Any] = loop.create_future()
-                self._turn_waiters.submit(self._wait_for_turn, loop, handed, inline.owner())
-                inline.suspend(handed)
+                abandoned = threading.Event()
+                self._turn_waiters.submit(
+                    self._wait_for_turn, loop, handed, inline.owner(), abandoned
+                )
+                try:
+                    inline.suspend(handed)
+                except BaseException:
+                    abandoned.set()  # the thread gives the turn back itself, loop or not
+                    raise
         except BaseException:
             queue.leave(self, False)
             raise
         self._writer_queue = queue
 
     def _wait_for_turn(
-        self, loop: asyncio.AbstractEventLoop, handed: asyncio.Future[Any], request: object
+        self,
+        loop: asyncio.AbstractEventLoop,
+        handed: asyncio.Future[Any],
+        request: object,
+        abandoned: threading.Event,
     ) -> None:
         """In a waiting thread: take the turn (or fail to), then hand it to ``request`` on
-        its loop."""
+        its loop; or give it back at once when the request gave up meanwhile (its loop may
+        have ended since, and would never run the hand-over)."""
         error: BaseException | None = None
         try:
             self._take_turn()
         except BaseException as exc:
             error = exc
+        if abandoned.is_set():
+            if error is None:
+                self._give_back()
+            return
         try:
             loop.call_soon_threadsafe(_hand_over, self, handed, request, error)
         except RuntimeError:  # the loop closed while this waited: nobody will write
