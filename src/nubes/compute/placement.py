@@ -186,7 +186,7 @@ class HostSnapshots:
             full = len(known | {s.id for s in stamps}) != total
             seen = self._stamps
             changed = [s.id for s in stamps if seen.get(s.id) != (s.updated_at, s.generation)]
-            if changed and not full:
+            if changed and not full:  # (full: all are read below)
                 rows = session.execute(select(*_HOST_COLUMNS).where(Host.id.in_(changed))).all()
         if full:
             rows = session.execute(select(*_HOST_COLUMNS)).all()

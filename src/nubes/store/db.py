@@ -76,31 +76,30 @@ class _LoopQueue:
         except BaseException:
             # cancelled just as the queue (and perhaps the turn) came: pass them on
             if entered.done() and not entered.cancelled():
-                kept = entered.result()
-                if not self.leave(db, kept) and kept:
-                    db._give_back()
+                self.leave(db, holding=entered.result())
             raise
 
-    def leave(self, db: Database, keep: bool) -> bool:
-        """Hand the queue to the next request still waiting, with the turn if ``keep``.
-        True when the turn went on with it; otherwise the caller gives the turn back."""
+    def leave(self, db: Database, *, holding: bool, keep: bool = True) -> None:
+        """Hand the queue to the next request still waiting, and the turn the caller is
+        ``holding`` with it when ``keep``; a held turn that does not go on is given back."""
         while self.waiters:
             entered, request = self.waiters.popleft()
             if entered.done():  # cancelled
                 continue
-            if keep:
+            if holding and keep:
                 inline.after_switch(functools.partial(self._run_on, db, entered, request))
-            else:
-                entered.set_result(False)
-            return keep
-        self.busy = False
-        return False
+                return
+            entered.set_result(False)
+            break
+        else:
+            self.busy = False
+        if holding:
+            db._give_back()
 
     def _run_on(self, db: Database, entered: asyncio.Future[bool], request: object) -> None:
         """Run on the request handed the kept turn; cancelled meanwhile, pass it on."""
         if entered.done():
-            if not self.leave(db, True):
-                db._give_back()
+            self.leave(db, holding=True)
         else:
             inline.resume(request, entered, True)
 
@@ -218,8 +217,7 @@ class Database:
             self._give_back()
             return
         keep = time.monotonic() - self._turn_taken_at < KEEP_TURN_SECONDS
-        if not queue.leave(self, keep and bool(queue.waiters)):
-            self._give_back()
+        queue.leave(self, holding=True, keep=keep)
 
     def _take_turn(self, wait: bool = True) -> bool:
         """The process's lock, then the file lock: both, or neither. Without ``wait``, only
@@ -279,7 +277,7 @@ class Database:
                     abandoned.set()  # the thread gives the turn back itself, loop or not
                     raise
         except BaseException:
-            queue.leave(self, False)
+            queue.leave(self, holding=False)
             raise
         self._writer_queue = queue
 
