@@ -6,11 +6,14 @@ each test needs; no agent runs (placement is all these tests look at)."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
 from sqlalchemy import select
 
+from nubes.api.services import Services
+from nubes.compute.notify import Peers
 from nubes.store.models import Host
 from tests.functional.helpers import error_of, make_project, make_user
 
@@ -266,6 +269,29 @@ def test_a_host_instance_cap_is_a_filter(cloud, image):
     assert servers[2]["reason"].startswith("0 of 1 hosts fit: 1 at its instance limit")
 
 
+def test_each_worker_breaks_ties_from_its_own_share_of_the_hosts(cloud, image, settings):
+    # Workers placing at once on equal hosts would all choose the first by name: all but one
+    # lose the compare-and-swap and read the hosts again inside the write turn. Each worker
+    # of a controller starts its ties at its own share of the name order instead.
+    for name in ("n1", "n2", "n3", "n4"):
+        join(cloud, name)
+    assert where(cloud, create(cloud, cloud.admin, "a")) == ["n1"]
+    cloud.services.instances.tie_start = 0.5  # the second of two workers
+    # spread: n1 holds one, n2-n4 tie; from half-way through the names, n3 comes first
+    assert where(cloud, create(cloud, cloud.admin, "b")) == ["n3"]
+    assert where(cloud, create(cloud, cloud.admin, "c")) == ["n4"]
+    assert where(cloud, create(cloud, cloud.admin, "d")) == ["n2"]  # round to the start
+
+    peers = Peers(f"test-{time.monotonic_ns()}", 1, 2)
+    try:
+        for with_peers, share in ((peers, 0.5), (None, 0.0)):  # one worker: by name
+            built = Services.build(settings, cloud.services.db, peers=with_peers)
+            assert built.instances.tie_start == share
+            built.close()
+    finally:
+        peers.close()
+
+
 def test_a_stale_snapshot_loses_its_claim_and_replans(cloud, image, monkeypatch):
     """Another controller's claim bumps the host's generation: this process's snapshot does
     not know, its compare-and-swap fails, it re-reads and places correctly."""
@@ -288,6 +314,30 @@ def test_a_stale_snapshot_loses_its_claim_and_replans(cloud, image, monkeypatch)
     [late] = create(cloud, admin, name="late")
     assert late["state"] == "error"
     assert late["reason"].startswith("0 of 1 hosts fit: 1 not enough RAM")
+
+
+def test_a_lost_claim_reads_again_only_the_host_it_lost(cloud, image, monkeypatch):
+    """The usual race: another worker claimed the host this one chose. Reading that host
+    again is enough to replan; every changed host is read only after a second loss."""
+    from nubes.store.cas import compare_and_swap
+
+    join(cloud, "a")
+    join(cloud, "b")
+    admin = cloud.admin
+    monkeypatch.setattr(cloud.services.settings.scheduler, "refresh_seconds", 3600.0)
+    assert where(cloud, create(cloud, admin)) == ["a"]  # the snapshot: a holds 1, b none
+    with cloud.services.db.transaction() as session:  # "another worker" claims on b
+        host = session.scalar(select(Host).where(Host.name == "b"))
+        assert host is not None
+        changes = {"allocated_vcpus": 1, "allocated_ram_mb": 512, "allocated_disk_gb": 1}
+        compare_and_swap(session, Host, host.id, host.generation, {**changes, "instance_count": 1})
+    snapshots = cloud.services.instances.snapshots
+    refreshes: list[bool] = []
+    refresh = snapshots.refresh
+    monkeypatch.setattr(snapshots, "refresh", lambda s: refreshes.append(True) or refresh(s))
+    # planned on b (empty, as far as it knew), lost; b read again: a and b tie, a first
+    assert where(cloud, create(cloud, admin, name="second")) == ["a"]
+    assert refreshes == []
 
 
 def test_a_claim_rolled_back_after_reaching_the_snapshot_does_not_block_its_host(

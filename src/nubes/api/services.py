@@ -99,7 +99,9 @@ class Services:
             keypairs=KeypairService(core),
             hosts=HostService(core),
             images=ImageService(core),
-            instances=InstanceService(core, notifier, server_groups),
+            instances=InstanceService(
+                core, notifier, server_groups, tie_start=peers.share if peers else 0.0
+            ),
             notifier=notifier,
             aggregates=AggregateService(core),
             server_groups=server_groups,

@@ -143,12 +143,20 @@ class Report:
 
 class InstanceService:
     def __init__(
-        self, core: IdentityCore, notifier: Notifier, server_groups: ServerGroupService
+        self,
+        core: IdentityCore,
+        notifier: Notifier,
+        server_groups: ServerGroupService,
+        *,
+        tie_start: float = 0.0,
     ) -> None:
+        """``tie_start``: where this process's scheduler breaks ties in host-name order
+        (:attr:`nubes.scheduler.Config.tie_start`): each worker of a controller its own."""
         self.core = core
         self.notifier = notifier
         self.server_groups = server_groups
         self.snapshots = HostSnapshots(core.settings)
+        self.tie_start = tie_start
 
     # queries ------------------------------------------------------------------------------
 
@@ -357,7 +365,9 @@ class InstanceService:
                         session, ctx, row.id, hostname_of(row), nics, settings=settings
                     )
                 rows.append(row)
-            outcome = claim(session, self.snapshots, request, scheduler_config(settings))
+            outcome = claim(
+                session, self.snapshots, request, scheduler_config(settings, self.tie_start)
+            )
             unplaced = outcome.unplaced
             for row, placement in zip(rows, outcome.placements, strict=True):
                 if placement is None:

@@ -40,6 +40,8 @@ class Peers:
 
     def __init__(self, group: str, index: int, count: int) -> None:
         self.index = index
+        #: where this worker's share of anything split among the workers starts, as a fraction
+        self.share = index / count
         self._addresses = [f"\0nubes-notify-{group}-{i}" for i in range(count) if i != index]
         self.inbox = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.inbox.bind(f"\0nubes-notify-{group}-{index}")

@@ -66,7 +66,7 @@ _HOST_COLUMNS = (
 )
 
 
-def scheduler_config(settings: Settings) -> Config:
+def scheduler_config(settings: Settings, tie_start: float = 0.0) -> Config:
     s = settings.scheduler
     return Config(
         weigher=s.weigher,
@@ -77,6 +77,7 @@ def scheduler_config(settings: Settings) -> Config:
         load_weight=s.load_weight,
         soft_affinity_weight=s.soft_affinity_weight,
         default_max_instances=s.max_instances_per_host,
+        tie_start=tie_start,
     )
 
 
@@ -287,6 +288,7 @@ def claim(session: Session, snapshots: HostSnapshots, request: Request, config: 
     placed: list[Placement] = []
     fresh = False
     lost: set[str] = set()
+    conflicts = 0
     for _ in range(MAX_ATTEMPTS):
         snapshot = snapshots.current(session, fresh=fresh, reread=lost)
         remaining = request.count - len(placed)
@@ -297,8 +299,11 @@ def claim(session: Session, snapshots: HostSnapshots, request: Request, config: 
             # Read the hosts of the lost plan by id: a snapshot can hold a generation that
             # updated_at will not reveal (a claim of this process applied, then rolled back
             # with its transaction); the write lock (SQLite) or the CAS makes the next try
-            # see them as they are.
-            fresh = True
+            # see them as they are. Usually they are all that changed (another worker's claim
+            # on the host this one chose too): only a second loss reads every changed host,
+            # which inside the write turn every writer would wait for.
+            conflicts += 1
+            fresh = conflicts > 1
             lost = {p.host_id for p in plan.placements}
             continue
         lost = set()

@@ -114,12 +114,18 @@ class Config:
     load_weight: float = 1.0
     soft_affinity_weight: float = 5.0
     default_max_instances: int | None = None  # None: unlimited
+    #: where in host-name order ties start, as a fraction: the first host by name at or after
+    #: it wins (wrapping round). Each worker of a controller starts at its own share, so two
+    #: workers placing at once on a fleet of equal hosts do not race for the same host
+    tie_start: float = 0.0
 
     def __post_init__(self) -> None:
         if self.weigher not in WEIGHERS:
             raise InvalidInput(f"weigher: {self.weigher!r} is not one of {', '.join(WEIGHERS)}")
         if self.default_max_instances is not None and self.default_max_instances < 0:
             raise InvalidInput("default_max_instances: must not be negative")
+        if not 0.0 <= self.tie_start < 1.0:
+            raise InvalidInput("tie_start: a fraction from 0 up to (not including) 1")
 
 
 @dataclass(frozen=True)

@@ -69,12 +69,19 @@ def cpu_load(scope: Scope) -> Array:
 
 
 def best(scope: Scope, rows: Array, rank: Array | None) -> int:
-    """The winning row; equal scores go to the host first by name, the same on every run."""
+    """The winning row; equal scores go to the host first by name from the config's
+    ``tie_start`` on (wrapping round), the same on every run."""
     if len(rows) == 1:
         return int(rows[0])
     totals = scores(scope, rows, rank)
     tied = rows[totals == totals.max()]
-    return int(tied[int(np.argmin(scope.table.name_rank[tied]))])
+    if len(tied) == 1:
+        return int(tied[0])
+    places = scope.table.name_rank[tied]
+    if scope.config.tie_start:
+        hosts = scope.table.count
+        places = (places - int(scope.config.tie_start * hosts)) % hosts
+    return int(tied[int(np.argmin(places))])
 
 
 def rank_of(scope: Scope) -> Array | None:

@@ -82,6 +82,22 @@ def test_ties_go_to_the_first_host_by_name_whatever_the_input_order() -> None:
         assert placed_on(schedule(snap, request(), config)) == ["a"]
 
 
+@pytest.mark.parametrize(
+    ("tie_start", "first"), [(0.0, "a"), (0.2, "c"), (0.5, "k"), (0.6, "m"), (0.99, "x")]
+)
+def test_ties_start_at_the_workers_share_of_the_name_order(tie_start: float, first: str) -> None:
+    # five equal hosts; by name: a c k m x. A worker's share picks where ties start, so two
+    # workers placing at once on equal hosts go to different ones; past the last name, round
+    snap = snapshot([host(n) for n in ["m", "c", "x", "a", "k"]])
+    for weigher in ("pack", "spread", "load"):
+        config = Config(weigher=weigher, tie_start=tie_start)  # type: ignore[arg-type]
+        assert placed_on(schedule(snap, request(), config)) == [first]
+    busier = snapshot([host("a"), host("x", allocated_vcpus=1)])  # no tie: the score decides
+    assert placed_on(schedule(busier, request(), Config(tie_start=0.9))) == ["a"]
+    spread = schedule(snap, request(count=5), Config(weigher="spread", tie_start=0.5))
+    assert placed_on(spread) == ["k", "m", "x", "a", "c"]
+
+
 def test_a_batch_never_overbooks() -> None:
     fleet = [host(f"n{i}", vcpus=4, ram_mb=5120 + 1024 * i, disk_gb=40) for i in range(6)]
     snap = snapshot(fleet)
@@ -209,6 +225,9 @@ def test_bad_requests_are_refused(fields: dict[str, int], message: str) -> None:
 def test_bad_configs_and_groups_are_refused() -> None:
     with pytest.raises(InvalidInput, match="weigher: 'fullest' is not one of pack, spread, load"):
         Config(weigher="fullest")  # type: ignore[arg-type]
+    for bad in (-0.1, 1.0, 2.5):
+        with pytest.raises(InvalidInput, match="tie_start: a fraction from 0"):
+            Config(tie_start=bad)
     with pytest.raises(InvalidInput, match="default_max_instances: must not be negative"):
         Config(default_max_instances=-1)
     with pytest.raises(InvalidInput, match="policy: 'near'"):
