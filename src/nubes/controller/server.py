@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import gc
 import logging
 import multiprocessing
 import os
@@ -46,6 +47,8 @@ PR_SET_PDEATHSIG = 1
 #: default is 5 ms). Measured on the boot+delete storm, with the loop keeping the turn:
 #: medians 101.9 → 106.8/s, 4 interleaved pairs.
 GIL_SWITCH_SECONDS = 0.0005
+#: allocations between two collections of the youngest generation (CPython's default: 700)
+GC_YOUNG_OBJECTS = 10_000
 
 
 def serve(settings: Settings) -> None:
@@ -72,6 +75,7 @@ def _run_worker(settings: Settings, sock: socket.socket | None, peers: Peers | N
     sys.setswitchinterval(GIL_SWITCH_SECONDS)
     services = Services.build(settings, peers=peers)
     app = create_app(services)
+    _settle_heap()
     config = uvicorn.Config(
         app,
         host=settings.listen_host,
@@ -86,6 +90,20 @@ def _run_worker(settings: Settings, sock: socket.socket | None, peers: Peers | N
     finally:
         services.close()
         services.db.dispose()
+
+
+def _settle_heap() -> None:
+    """Keep the cyclic garbage collector off what lives as long as the worker. Everything
+    built so far (modules, the app, mappers, models: some 170,000 objects) is frozen out of
+    its reach: a full collection walked them all, 100-240 ms on this machine, three times a
+    minute under load, holding the write turn when it struck inside a write. The young
+    generation is collected every 10,000 allocations rather than 700: each collection costs
+    what survives, and a request's objects are freed by their counts long before.
+    Measured on the boot+delete storm: 1.3 s of collections per worker a minute to 0.3 s."""
+    gc.collect()
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_OBJECTS, middle, old)
 
 
 def listen(host: str, port: int, count: int) -> list[socket.socket]:
