@@ -199,6 +199,37 @@ def test_key_rotation_keeps_recent_tokens_and_retires_old_keys(cloud):
     assert cloud.client.get("/v1/flavors", headers=cloud.admin).status_code == 200
 
 
+def test_a_token_is_opened_once_per_load_of_the_keys(cloud, monkeypatch):
+    """The same token comes with every request: it is decrypted once while the keys stay
+    as loaded. Expiry and revocation are still checked each time, and a reload of the keys
+    (a rotation retiring the key that signed it) opens it again."""
+    from cryptography.fernet import MultiFernet
+
+    opened: list[bytes] = []
+    decrypt = MultiFernet.decrypt
+
+    def counted(self: MultiFernet, token: bytes, ttl: int | None = None) -> bytes:
+        opened.append(token)
+        return decrypt(self, token, ttl)
+
+    monkeypatch.setattr(MultiFernet, "decrypt", counted)
+    user = make_user(cloud, cloud.admin, "u1", "admin")
+    opened.clear()
+    for _ in range(3):
+        assert cloud.client.get("/v1/flavors", headers=user).status_code == 200
+    assert len(opened) == 1
+    r = cloud.client.delete("/v1/users/u1/tokens", headers=cloud.admin)
+    assert r.status_code == 204, r.text
+    assert cloud.client.get("/v1/flavors", headers=user).status_code == 401  # revoked
+    admin = cloud.token("admin", cloud.admin_password)
+    assert cloud.client.get("/v1/flavors", headers=cloud.as_(admin)).status_code == 200
+    opened.clear()
+    for _ in range(3):  # max_active_keys = 3: the third rotation retires admin's key
+        cloud.client.post("/v1/auth/keys/rotate", headers=cloud.admin)
+    assert cloud.client.get("/v1/flavors", headers=cloud.as_(admin)).status_code == 401
+    assert opened  # opened again (and refused) after the keys were loaded anew
+
+
 def test_application_credential_lifecycle(cloud):
     admin = cloud.admin
     make_project(cloud, admin, "p1")
