@@ -12,6 +12,8 @@ Pure ASGI (no BaseHTTPMiddleware): cheap, and streaming-safe.
 from __future__ import annotations
 
 import json
+import os
+import random
 import re
 import time
 import uuid
@@ -24,6 +26,24 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 REQUEST_ID_RE = re.compile(r"^req-[0-9a-f-]{36}$")
 
 
+def _header(scope: Scope, name: bytes) -> bytes:
+    """A request header's value (the first, if repeated), or b"": ASGI lowercases names."""
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return bytes(value)
+    return b""
+
+
+def new_request_id() -> str:
+    """``req-`` and a random UUID. Ids tie log lines together and are no secret: drawn from
+    the process's generator, not the kernel's (one system call per request saved)."""
+    return f"req-{uuid.UUID(int=_ids.getrandbits(128), version=4)}"
+
+
+_ids = random.Random()
+os.register_at_fork(after_in_child=_ids.seed)  # a forked worker draws its own ids
+
+
 class RequestIdMiddleware:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -32,9 +52,9 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        incoming = dict(scope.get("headers", [])).get(b"x-request-id", b"").decode("latin-1")
+        incoming = _header(scope, b"x-request-id").decode("latin-1")
         # Accept a caller's id only in our own format, so logs cannot be forged or flooded.
-        request_id = incoming if REQUEST_ID_RE.match(incoming) else f"req-{uuid.uuid4()}"
+        request_id = incoming if REQUEST_ID_RE.match(incoming) else new_request_id()
         scope.setdefault("state", {})["request_id"] = request_id
 
         async def send_with_id(message: Message) -> None:
@@ -69,6 +89,7 @@ class MetricsMiddleware:
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -87,9 +108,16 @@ class MetricsMiddleware:
         finally:
             route: Any = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
-            method = scope.get("method", "")
-            self.metrics.requests.labels(method, template, str(status["code"])).inc()
-            self.metrics.latency.labels(method, template).observe(time.perf_counter() - start)
+            key = (scope.get("method", ""), template, status["code"])
+            found = self._children.get(key)
+            if found is None:  # labels() checks and locks: once per method, route and status
+                method, _, code = key
+                found = self._children[key] = (
+                    self.metrics.requests.labels(method, template, str(code)),
+                    self.metrics.latency.labels(method, template),
+                )
+            found[0].inc()
+            found[1].observe(time.perf_counter() - start)
 
 
 class BodyLimitMiddleware:
@@ -125,8 +153,8 @@ class BodyLimitMiddleware:
         if scope["type"] != "http" or self.exempt.match(scope.get("path", "")):
             await self.app(scope, receive, send)
             return
-        declared = dict(scope.get("headers", [])).get(b"content-length")
-        if declared is not None:
+        declared = _header(scope, b"content-length")
+        if declared:
             try:
                 too_big = int(declared) > self.max_bytes
             except ValueError:
