@@ -72,7 +72,8 @@ class SchedulerSettings(BaseModel):
         ge=0,
         le=60,
         description="The scheduler's snapshot of hosts is re-read at most this often (and "
-        "whenever a claim loses a race); metrics are at most this much older than their host.",
+        "when a claim loses a race twice, or nothing fits); metrics are at most this much older "
+        "than their host.",
     )
 
 
