@@ -95,11 +95,11 @@ def _run_worker(settings: Settings, sock: socket.socket | None, peers: Peers | N
 def _settle_heap() -> None:
     """Keep the cyclic garbage collector off what lives as long as the worker. Everything
     built so far (modules, the app, mappers, models: some 170,000 objects) is frozen out of
-    its reach: a full collection walked them all, 100-240 ms on this machine, three times a
-    minute under load, holding the write turn when it struck inside a write. The young
+    its reach: a full collection walked them all, 100-240 ms on this machine, about three
+    times in a 30 s storm, holding the write turn when it struck inside a write. The young
     generation is collected every 10,000 allocations rather than 700: each collection costs
     what survives, and a request's objects are freed by their counts long before.
-    Measured on the boot+delete storm: 1.3 s of collections per worker a minute to 0.3 s."""
+    Measured on the boot+delete storm: 1.45 s of collections per worker to 0.45 s."""
     gc.collect()
     gc.freeze()
     _, middle, old = gc.get_threshold()
